@@ -1,0 +1,1 @@
+"""Networks only (nn.Module); losses and metrics live in the policies."""

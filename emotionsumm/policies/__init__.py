@@ -1,0 +1,28 @@
+"""Policies wrap a model with what one task needs: loss, prediction and metrics.
+
+The trainer only knows this protocol, never the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+
+class Policy(Protocol):
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of a batch (called through DDP, so gradients are synchronised)."""
+
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        """Zeroed additive statistics for one evaluation pass (summed across ranks)."""
+
+    def evaluation_step(self, batch: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+        """Add one batch's statistics to `state`."""
+
+    def compute_metrics(self, state: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics of a whole split from its summed statistics."""
+
+    def log_artifacts(self, state: dict[str, torch.Tensor], logger: Any, prefix: str, step: int,
+                      run_dir: Any) -> None:
+        """Figures, tables or files for a split (rank 0 only)."""

@@ -1,0 +1,93 @@
+"""Classification policy: cross-entropy (label smoothing, class weights), probabilities, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..metrics import classification_metrics, confusion_figure, confusion_matrix, save_confusion_png
+
+
+def class_weights_from_counts(counts: Sequence[int]) -> torch.Tensor:
+    """Inverse-frequency weights N / (C * n_c), 1 for classes absent from the training split."""
+    counts_t = torch.tensor(counts, dtype=torch.float32)
+    weights = counts_t.sum() / (len(counts) * counts_t.clamp_min(1))
+    return torch.where(counts_t > 0, weights, torch.ones_like(weights))
+
+
+class ClassificationPolicy(nn.Module):
+    """Wraps a model that maps a batch's inputs to class logits."""
+
+    def __init__(self, model: nn.Module, class_names: Sequence[str], class_counts: Sequence[int] | None = None,
+                 label_smoothing: float = 0.0, class_weights: str | Sequence[float] | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"policy.label_smoothing={label_smoothing} is out of range; allowed: [0, 1)")
+        self.model = model
+        self.class_names = list(class_names)
+        self.label_smoothing = label_smoothing
+        weights = None
+        if class_weights == "auto":
+            if class_counts is None:
+                raise ValueError("policy.class_weights=auto needs the training split's class counts")
+            weights = class_weights_from_counts(class_counts)
+        elif class_weights is not None:
+            if len(class_weights) != len(self.class_names):
+                raise ValueError(f"policy.class_weights has {len(class_weights)} values for "
+                                 f"{len(self.class_names)} classes {self.class_names}")
+            weights = torch.tensor(list(class_weights), dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
+
+    @staticmethod
+    def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**self._inputs(batch))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(self.logits(batch).float(), batch["labels"], weight=self.class_weights,
+                               label_smoothing=self.label_smoothing)
+
+    compute_loss = forward
+
+    @torch.no_grad()
+    def predict_proba(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.logits(batch).float().softmax(-1)
+
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        n = len(self.class_names)
+        return {"confusion": torch.zeros(n, n, dtype=torch.float64), "loss_sum": torch.zeros((), dtype=torch.float64)}
+
+    def evaluation_step(self, batch: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+        logits = self.logits(batch).float()
+        labels = batch["labels"]
+        state["loss_sum"] += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+        state["confusion"] += confusion_matrix(logits.argmax(-1).cpu(), labels.cpu(), len(self.class_names))
+
+    def compute_metrics(self, state: dict[str, torch.Tensor]) -> dict[str, float]:
+        metrics = classification_metrics(state["confusion"], self.class_names)
+        metrics["loss"] = float(state["loss_sum"] / state["confusion"].sum().clamp_min(1))
+        return metrics
+
+    def log_artifacts(self, state: dict[str, torch.Tensor], logger: Any, prefix: str, step: int,
+                      run_dir: str | Path | None) -> None:
+        """Confusion matrix as a TensorBoard image and a PNG in the run dir."""
+        title = f"{prefix} confusion matrix (step {step})"
+        logger.log_figure(f"{prefix}/confusion_matrix", confusion_figure(state["confusion"], self.class_names, title),
+                          step)
+        if run_dir is not None:
+            save_confusion_png(state["confusion"], self.class_names,
+                               Path(run_dir) / f"confusion_{prefix}.png", title)
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        hook = getattr(self.model, "on_epoch_start", None)
+        return bool(hook(epoch)) if hook else False
+
+    def param_parts(self) -> dict[str, tuple[str, ...]]:
+        parts = getattr(self.model, "param_parts", dict)()
+        return {name: tuple("model." + p for p in prefixes) for name, prefixes in parts.items()}

@@ -1,0 +1,61 @@
+"""Shared plumbing of the entry points: building objects from a config and writing run files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import atomic_write_text, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_enabled(node: DictConfig | None) -> Any:
+    """Instantiate a node that has an `enabled` switch (e.g. ema); None when off or absent."""
+    if node is None or not node.get("enabled", True):
+        return None
+    return instantiate(OmegaConf.masked_copy(node, [k for k in node if k != "enabled"]))
+
+
+def build_policy(cfg: DictConfig, data: Any) -> torch.nn.Module:
+    """Model from `cfg.model` completed with what the data knows, wrapped by `cfg.policy`."""
+    model = instantiate(cfg.model, **data.model_kwargs())
+    return instantiate(cfg.policy, model=model, **data.policy_kwargs())
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: DictConfig | None = None,
+                       splits: tuple[str, ...] = ()) -> tuple[DictConfig, Any, torch.nn.Module]:
+    """Rebuild data, model and policy from a self-describing checkpoint and load its weights.
+
+    `weights=ema` uses the EMA weights when the checkpoint has them (else the raw ones, with a
+    warning); `weights=raw` the trained weights.
+    """
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights={weights!r} is not allowed; choose 'ema' or 'raw'")
+    ckpt = load_checkpoint(ckpt_path, key="ckpt")
+    cfg = OmegaConf.create(ckpt["config"])
+    if data_overrides:
+        cfg.data = OmegaConf.merge(cfg.data, data_overrides)
+    data = instantiate(cfg.data, state=ckpt.get("data"))
+    data.setup(None, splits=splits)
+    policy = build_policy(cfg, data)
+    state = ckpt["policy"]
+    if weights == "ema":
+        if ckpt.get("ema") is not None:
+            state = ckpt["ema"]
+        else:
+            log.warning("%s has no EMA weights (ema.enabled was false): using the raw weights", ckpt_path)
+    policy.load_state_dict(state)
+    policy.eval()
+    log.info("loaded %s weights from %s (step %d)", weights, ckpt_path, ckpt["step"])
+    return cfg, data, policy

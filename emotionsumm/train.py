@@ -1,0 +1,98 @@
+"""`python -m emotionsumm.train [overrides]`: compose conf/train.yaml, build everything, fit, test.
+
+Heavy libraries (torch, transformers) are imported only inside `train`, so `--cfg job`
+prints the composed config instantly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .config import PROJECT_ROOT, RUN_STAMP_ENV, env_world_size, format_tree, register_resolvers, run_stamp
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train the configured experiment; returns the final metrics (also in metrics.json)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from . import distributed as dist
+    from .optim import param_groups
+    from .provenance import provenance
+    from .runtime import build_policy, instantiate_enabled, write_json
+    from .seed import seed_everything
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if dist.is_main():
+        log.info("run dir: %s\n%s", run_dir, format_tree(cfg))
+        write_json(provenance(PROJECT_ROOT, dist.world_size()), run_dir / "provenance.json")
+
+    data = instantiate(cfg.data)
+    if dist.is_distributed():  # rank 0 reads the data and trains the tokenizer; the others reuse them
+        if dist.is_main():
+            data.setup(run_dir)
+        state = dist.broadcast_object(data.state_dict() if dist.is_main() else None)
+        if not dist.is_main():
+            data = instantiate(cfg.data, state=state)
+            data.setup(None)
+    else:
+        data.setup(run_dir)
+
+    policy = build_policy(cfg, data)
+    optimizer = instantiate(cfg.optimizer)(param_groups(policy, cfg.optimizer.get("weight_decay", 0.0),
+                                                        cfg.get("group_lr")))
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    trainer = instantiate(cfg.trainer, _recursive_=False, _convert_="all", run_dir=str(run_dir), seed=cfg.seed, logger=logger,
+                          ema=instantiate_enabled(cfg.get("ema")), run_config=resolved)
+    metrics = trainer.fit(policy, data, optimizer, scheduler)
+    if dist.is_main():
+        write_json(metrics, run_dir / "metrics.json")
+        log.info("metrics written to %s", run_dir / "metrics.json")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    monitor = f"best/{cfg.trainer.monitor}"
+    return metrics.get(monitor, metrics.get(cfg.trainer.monitor))
+
+
+def _prepare_distributed() -> None:
+    """Under torchrun, rank 0 picks the run dir stamp and the others receive it (one run dir)."""
+    from . import distributed as dist
+
+    if not dist.init_from_env():
+        return
+    os.environ[RUN_STAMP_ENV] = dist.broadcast_object(run_stamp() if dist.is_main() else None)
+    if not dist.is_main():  # only rank 0 writes .hydra/ and the log file
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+
+
+def main() -> None:
+    launched_by_torchrun = env_world_size() > 1
+    if launched_by_torchrun:
+        _prepare_distributed()
+    try:
+        _hydra_main()
+    finally:
+        if launched_by_torchrun:
+            from .distributed import cleanup
+
+            cleanup()
+
+
+if __name__ == "__main__":
+    main()

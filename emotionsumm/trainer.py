@@ -1,0 +1,499 @@
+"""The training loop: plain PyTorch, task-agnostic (it only calls the policy protocol).
+
+Owns gradient accumulation, clipping, mixed precision, EMA, validation, early stopping,
+checkpointing with exact resume, TensorBoard logging and DDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from . import distributed as dist
+from .checkpoint import Checkpointer, CheckpointError, latest_checkpoint, load_checkpoint
+from .config import flatten
+from .ema import EMA
+from .loggers import MetricLogger, NullLogger, grad_norm
+from .sampling import ShardedSampler
+from .seed import rng_state, seed_worker, set_rng_state
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("32", "bf16", "16")
+
+
+class Trainer:
+    """Fits a policy on a data object; see conf/trainer/default.yaml for every option."""
+
+    def __init__(self, run_dir: str | Path, max_epochs: int = 10, max_steps: int = -1,
+                 accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
+                 precision: str = "32", val_every_n_epochs: int | None = 1, val_every_n_steps: int | None = None,
+                 checkpoint_every_n_steps: int | None = None, limit_train_batches: int | float | None = None,
+                 limit_val_batches: int | float | None = None, fast_dev_run: bool | int = False,
+                 overfit_batches: int = 0, log_every_n_steps: int = 50, monitor: str = "val/acc",
+                 mode: str = "max", save_top_k: int = 1, save_last: bool = True,
+                 early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
+                 resume: str | None = None, test_after_fit: bool = True, progress_bar: bool = True,
+                 accelerator: str = "auto", seed: int = 0, deterministic: bool = False,
+                 logger: Callable[..., MetricLogger] | None = None, ema: Callable[[nn.Module], EMA] | None = None,
+                 run_config: dict[str, Any] | None = None) -> None:
+        precision = str(precision)
+        if precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision={precision!r} is not allowed; choose one of {list(PRECISIONS)}")
+        if accumulate_grad_batches < 1:
+            raise ValueError(f"trainer.accumulate_grad_batches={accumulate_grad_batches} is out of range; allowed: >= 1")
+        if mode not in ("min", "max"):
+            raise ValueError(f"trainer.mode={mode!r} is not allowed; choose 'min' or 'max'")
+        if max_steps <= 0 and (max_epochs is None or max_epochs <= 0):
+            raise ValueError("set trainer.max_steps > 0 or trainer.max_epochs > 0 (both are off)")
+        self.run_dir = Path(run_dir)
+        if fast_dev_run:
+            n = 1 if fast_dev_run is True else int(fast_dev_run)
+            max_steps, max_epochs, limit_train_batches, limit_val_batches = n, 1, n, n
+            val_every_n_steps, checkpoint_every_n_steps, accumulate_grad_batches = None, None, 1
+        self.fast_dev_run = bool(fast_dev_run)
+        self.max_epochs, self.max_steps = max_epochs, max_steps
+        self.accumulate = accumulate_grad_batches
+        self.clip = gradient_clip_val
+        self.precision = precision
+        self.val_every_n_epochs, self.val_every_n_steps = val_every_n_epochs, val_every_n_steps
+        self.checkpoint_every_n_steps = checkpoint_every_n_steps
+        self.limit_train_batches, self.limit_val_batches = limit_train_batches, limit_val_batches
+        self.overfit_batches = overfit_batches
+        self.log_every_n_steps = max(1, log_every_n_steps)
+        self.monitor, self.mode = monitor, mode
+        self.save_top_k, self.save_last = save_top_k, save_last
+        self.patience, self.min_delta = early_stopping_patience, early_stopping_min_delta
+        self.resume = resume
+        self.test_after_fit = test_after_fit
+        self.progress_bar = progress_bar
+        self.seed, self.deterministic = seed, deterministic
+        self.logger_factory = logger
+        self.ema_factory = ema
+        self.config = run_config or {}
+        self.device = self._device(accelerator)
+
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.stop_reason: str | None = None
+        self.early = {"best": None, "wait": 0}
+        self.logger: MetricLogger = NullLogger()
+        self.ema: EMA | None = None
+        self.model: nn.Module | None = None
+
+    # ---- set-up -------------------------------------------------------------------------
+    @staticmethod
+    def _device(accelerator: str) -> torch.device:
+        if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        if accelerator in ("auto", "cuda", "gpu"):
+            import os
+
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        raise ValueError(f"trainer.accelerator={accelerator!r} is not allowed; choose auto, cpu or cuda")
+
+    def _limit(self, limit: int | float | None, n: int) -> int:
+        if limit is None:
+            return n
+        if isinstance(limit, float) and limit <= 1.0:
+            return max(1, int(n * limit))
+        return min(n, int(limit))
+
+    def _loader(self, dataset: Dataset, data: Any, train: bool) -> DataLoader:
+        sampler = ShardedSampler(len(dataset), shuffle=train and not self.overfit_batches, seed=self.seed,
+                                 rank=dist.rank(), world_size=dist.world_size(), pad=train)
+        return DataLoader(dataset, batch_size=data.batch_size if train else data.eval_batch_size, sampler=sampler,
+                          collate_fn=data.collate, num_workers=data.num_workers, worker_init_fn=seed_worker,
+                          generator=torch.Generator().manual_seed(self.seed), pin_memory=self.device.type == "cuda")
+
+    def _datasets(self, data: Any) -> tuple[Dataset, Dataset | None]:
+        train_set, val_set = data.dataset("train"), data.dataset("val")
+        if train_set is None or len(train_set) == 0:
+            raise ValueError("the training split is empty or missing (data.files.train)")
+        if self.overfit_batches:
+            train_set = Subset(train_set, range(min(len(train_set), self.overfit_batches * data.batch_size)))
+            val_set = train_set
+        return train_set, val_set
+
+    def total_steps(self, batches_per_epoch: int) -> int:
+        """Optimizer steps of the whole run (what the scheduler is sized for)."""
+        if self.max_steps > 0:
+            return self.max_steps
+        return self.max_epochs * math.ceil(batches_per_epoch / self.accumulate)
+
+    def _wrap(self, policy: nn.Module) -> None:
+        """(Re)wrap in DDP; needed again whenever the set of trainable parameters changes."""
+        if not dist.is_distributed():
+            self.model = policy
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = DistributedDataParallel(policy, device_ids=ids)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ---- fit ----------------------------------------------------------------------------
+    def fit(self, policy: nn.Module, data: Any, optimizer: torch.optim.Optimizer,
+            scheduler: Callable[..., Any] | None = None) -> dict[str, float]:
+        """Train, validate, checkpoint; then test the best checkpoint. Returns the metrics."""
+        if self.precision == "16" and self.device.type != "cuda":
+            raise ValueError("trainer.precision=16 needs a CUDA device; use bf16 or 32 on CPU")
+        self.policy = policy.to(self.device)
+        self.optimizer = optimizer
+        train_set, val_set = self._datasets(data)
+        train_loader = self._loader(train_set, data, train=True)
+        val_loader = self._loader(val_set, data, train=False) if val_set is not None and len(val_set) else None
+        sampler: ShardedSampler = train_loader.sampler
+        self.batches_per_epoch = self._limit(self.limit_train_batches,
+                                             math.ceil(sampler.epoch_length() / data.batch_size))
+        total = self.total_steps(self.batches_per_epoch)
+        self.scheduler = scheduler(optimizer, total_steps=total) if scheduler is not None else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
+        self.ema = self.ema_factory(self.policy) if self.ema_factory is not None else None
+        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", self.monitor, self.mode, self.save_top_k,
+                                         self.save_last, enabled=dist.is_main() and not self.fast_dev_run)
+        self.data = data
+        resume_path = self._resume_path()
+        if resume_path is not None:
+            self._restore(resume_path)
+        if dist.is_main() and self.logger_factory is not None:
+            self.logger = self.logger_factory(log_dir=str(self.run_dir / "tb"),
+                                              purge_step=self.step if resume_path else None)
+        if self.step == 0 and self.config:
+            from omegaconf import OmegaConf
+
+            self.logger.log_text("config", "```yaml\n" + OmegaConf.to_yaml(self.config) + "```", 0)
+        log.info("training %d optimizer steps (%d batches/epoch, accumulate %d) on %s x%d", total,
+                 self.batches_per_epoch, self.accumulate, self.device, dist.world_size())
+        val_metrics: dict[str, float] = {}
+        bar = tqdm(total=total, initial=self.step, disable=not (self.progress_bar and dist.is_main()),
+                   dynamic_ncols=True, desc="train")
+        try:
+            val_metrics = self._train_loop(train_loader, val_loader, sampler, total, bar)
+        except BaseException:
+            self.logger.close()
+            raise
+        finally:
+            bar.close()
+        metrics = dict(val_metrics)
+        metrics.update({"step": self.step, "epoch": self.epoch})
+        if self.checkpointer.best_score is not None:
+            metrics[f"best/{self.monitor}"] = self.checkpointer.best_score
+        elif self.monitor in val_metrics:
+            metrics[f"best/{self.monitor}"] = val_metrics[self.monitor]
+        if self.test_after_fit and data.dataset("test") is not None:
+            self._load_best()
+            metrics.update(self.test(data, "test"))
+        self.logger.log_hparams({k: v for k, v in flatten(self.config).items() if not k.startswith("hydra")},
+                                {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        self.logger.close()
+        return metrics
+
+    def _epochs_done(self) -> bool:
+        """max_steps, when set, decides the length of the run; otherwise max_epochs does."""
+        return self.max_steps <= 0 and self.epoch >= self.max_epochs
+
+    def _train_loop(self, train_loader: DataLoader, val_loader: DataLoader | None, sampler: ShardedSampler,
+                    total: int, bar: tqdm) -> dict[str, float]:
+        val_metrics: dict[str, float] = {}
+        self._last_val_step = self._last_save_step = -1
+        running = torch.zeros((), dtype=torch.float64, device=self.device)
+        micro_since_log, samples_since_log, t_log = 0, 0, time.perf_counter()
+        while self.stop_reason is None and not self._epochs_done():
+            if self._policy_changed_trainable() or self.model is None:
+                self._wrap(self.policy)
+            sampler.set_epoch(self.epoch)
+            sampler.set_start(self.batch_in_epoch * train_loader.batch_size)
+            train_loader.generator.manual_seed(self.seed * 100003 + self.epoch)
+            bar.set_description(f"epoch {self.epoch}")
+            self.model.train()
+            batch_iter = iter(train_loader)
+            while self.batch_in_epoch < self.batches_per_epoch and self.stop_reason is None:
+                batch = self._to_device(next(batch_iter))
+                self.batch_in_epoch += 1
+                is_step = self.batch_in_epoch % self.accumulate == 0 or self.batch_in_epoch == self.batches_per_epoch
+                sync = contextlib.nullcontext()
+                if isinstance(self.model, DistributedDataParallel) and not is_step:
+                    sync = self.model.no_sync()
+                with sync:
+                    with self._autocast():
+                        loss = self.model(batch)
+                    self._check_finite(loss)
+                    self.scaler.scale(loss / self.accumulate).backward()
+                running += loss.detach()
+                micro_since_log += 1
+                samples_since_log += len(next(iter(batch.values())))
+                if not is_step:
+                    continue
+                norm = self._optimizer_step()
+                if self.step % self.log_every_n_steps == 0:
+                    loss_avg = self._reduce_mean(running / micro_since_log)
+                    elapsed = time.perf_counter() - t_log
+                    scalars = {"train/loss": loss_avg, "train/epoch": self.epoch,
+                               "train/samples_per_s": samples_since_log * dist.world_size() / elapsed}
+                    if norm is not None:
+                        scalars["train/grad_norm"] = norm
+                    for group in self.optimizer.param_groups:
+                        scalars[f"lr/{group.get('name', 'default')}"] = group["lr"]
+                    self.logger.log_scalars(scalars, self.step)
+                    bar.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                    running.zero_()
+                    micro_since_log, samples_since_log, t_log = 0, 0, time.perf_counter()
+                hist = self.logger.histogram_every_n_steps
+                if hist and self.step % hist == 0:
+                    self.logger.log_histograms(self.policy, self.step)
+                self.optimizer.zero_grad(set_to_none=True)
+                bar.update(1)
+                if self.max_steps > 0 and self.step >= self.max_steps:
+                    self.stop_reason = f"reached trainer.max_steps={self.max_steps}"
+                if val_loader is not None and self.val_every_n_steps and self.step % self.val_every_n_steps == 0:
+                    val_metrics = self._validate_and_checkpoint(val_loader)
+                elif self.checkpoint_every_n_steps and self.step % self.checkpoint_every_n_steps == 0:
+                    self._save(None)
+            if self.batch_in_epoch >= self.batches_per_epoch:  # the epoch ran to its end
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                every = self.val_every_n_epochs
+                if val_loader is not None and every and self.epoch % every == 0 and self._last_val_step != self.step:
+                    val_metrics = self._validate_and_checkpoint(val_loader)
+                elif self._last_save_step != self.step:
+                    self._save(None)
+        self.stop_reason = self.stop_reason or f"reached trainer.max_epochs={self.max_epochs}"
+        if val_loader is not None and self._last_val_step != self.step:
+            val_metrics = self._validate_and_checkpoint(val_loader)
+        elif self._last_save_step != self.step:
+            self._save(None)
+        log.info("training stopped at step %d (epoch %d): %s", self.step, self.epoch, self.stop_reason)
+        return val_metrics
+
+    def _policy_changed_trainable(self) -> bool:
+        hook = getattr(self.policy, "on_epoch_start", None)
+        return bool(hook(self.epoch)) if hook else False
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).float()
+        if dist.is_distributed():
+            torch.distributed.all_reduce(bad)
+        if bad.item():
+            last = self.run_dir / "checkpoints" / "last.ckpt"
+            kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+            raise FloatingPointError(
+                f"loss is {loss.item()} at optimizer step {self.step + 1} (epoch {self.epoch}, batch "
+                f"{self.batch_in_epoch}); training stopped and {kept}. Lower optimizer.lr, set "
+                "trainer.gradient_clip_val, or check the data."
+            )
+
+    def _optimizer_step(self) -> float | None:
+        norm = None
+        if self.clip or self.step % self.log_every_n_steps == self.log_every_n_steps - 1:
+            self.scaler.unscale_(self.optimizer)
+            if self.clip:
+                norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip))
+            else:
+                norm = grad_norm(self.policy)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
+        self.step += 1
+        return norm
+
+    def _reduce_mean(self, value: torch.Tensor) -> float:
+        value = value.detach().clone()
+        if dist.is_distributed():
+            torch.distributed.all_reduce(value)
+            value /= dist.world_size()
+        return float(value)
+
+    # ---- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _evaluate(self, module: nn.Module, loader: DataLoader, limit: int | float | None) -> dict[str, torch.Tensor]:
+        was_training = module.training
+        module.eval()
+        state = module.eval_state()
+        n = self._limit(limit, len(loader))
+        with self._autocast():
+            for i, batch in enumerate(loader):
+                if i >= n:
+                    break
+                module.evaluation_step(self._to_device(batch), state)
+        module.train(was_training)
+        if dist.is_distributed():
+            moved = {k: v.to(self.device) for k, v in state.items()}
+            state = {k: v.cpu() for k, v in dist.all_reduce_sum(moved).items()}
+        return state
+
+    def _evaluate_weights(self, loader: DataLoader, split: str, limit: int | float | None) -> dict[str, float]:
+        """`<split>/…` for the weights evaluate/predict use (EMA if on), `<split>_raw/…` for raw."""
+        candidates = [(split, self.ema.module if self.ema else self.policy)]
+        if self.ema is not None:
+            candidates.append((f"{split}_raw", self.policy))
+        metrics: dict[str, float] = {}
+        for prefix, module in candidates:
+            state = self._evaluate(module, loader, limit)
+            values = module.compute_metrics(state)
+            metrics.update({f"{prefix}/{k}": v for k, v in values.items()})
+            if prefix == split and dist.is_main():
+                module.log_artifacts(state, self.logger, prefix, self.step, self.run_dir)
+        self.logger.log_scalars(metrics, self.step)
+        return metrics
+
+    def _validate_and_checkpoint(self, loader: DataLoader) -> dict[str, float]:
+        metrics = self._evaluate_weights(loader, "val", self.limit_val_batches)
+        self._last_val_step = self.step
+        log.info("step %d: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                                     if k.split("/")[-1] in ("acc", "macro_f1", "loss")))
+        self._update_early_stopping(metrics)
+        self._save(metrics)
+        return metrics
+
+    def _update_early_stopping(self, metrics: dict[str, float]) -> None:
+        if not self.patience or self.monitor not in metrics:
+            return
+        score, best = metrics[self.monitor], self.early["best"]
+        better = best is None or (score > best + self.min_delta if self.mode == "max" else score < best - self.min_delta)
+        if better:
+            self.early = {"best": score, "wait": 0}
+        else:
+            self.early["wait"] += 1
+            if self.early["wait"] >= self.patience:
+                self.stop_reason = (f"early stopping: {self.monitor} did not improve by more than "
+                                    f"{self.min_delta} for {self.patience} validations (best {best:.4f})")
+
+    def evaluate(self, policy: nn.Module, data: Any, split: str) -> dict[str, float]:
+        """Evaluate given weights on a split (no EMA: the caller loads the weights it wants)."""
+        self.policy, self.ema, self.data = policy.to(self.device), None, data
+        return self.test(data, split)
+
+    def test(self, data: Any, split: str = "test") -> dict[str, float]:
+        """Evaluate a split with the current weights (EMA as `<split>/…` when on)."""
+        dataset = data.dataset(split)
+        if dataset is None or len(dataset) == 0:
+            raise ValueError(f"split '{split}' is empty or missing (data.files.{split})")
+        loader = self._loader(dataset, data, train=False)
+        return self._evaluate_weights(loader, split, None)
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "policy": self.policy.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema_updates": self.ema.num_updates if self.ema is not None else 0,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "callbacks": {"checkpointer": self.checkpointer.state_dict(), "early_stopping": dict(self.early)},
+            "config": self.config,
+            "data": self.data.state_dict(),
+            "world_size": dist.world_size(),
+        }
+
+    def _save(self, metrics: dict[str, float] | None) -> None:
+        """Checkpoint on rank 0; every rank contributes its RNG state."""
+        rngs = dist.gather_object(rng_state())
+        self._last_save_step = self.step
+        if not dist.is_main() or not self.checkpointer.enabled:
+            self.checkpointer.plan(metrics, self.step, self.epoch)
+            return
+        topk, dropped = self.checkpointer.plan(metrics, self.step, self.epoch)
+        payload = self._payload()
+        payload["rng"] = rngs
+        payload["metrics"] = metrics or {}
+        self.checkpointer.write(payload, topk, dropped)
+
+    def _resume_path(self) -> Path | None:
+        if not self.resume:
+            return None
+        if str(self.resume) == "auto":
+            found = latest_checkpoint(self.run_dir / "checkpoints")
+            if found is None:
+                log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", self.run_dir / "checkpoints")
+            return found
+        path = Path(str(self.resume)).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"trainer.resume: checkpoint not found: {path}")
+        return path
+
+    def _check_config(self, saved: dict[str, Any], path: Path) -> list[str]:
+        """Log every config change since the checkpoint; return the changed `model.*` keys."""
+        old, new = flatten(saved), flatten(self.config)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith("hydra"))
+        for key in changed:
+            log.warning("resuming %s with a changed config: %s: %r -> %r", path.name, key, old.get(key), new.get(key))
+        return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed if k.startswith("model.")]
+
+    def _load_policy(self, state: dict[str, torch.Tensor], path: Path, model_changes: list[str]) -> None:
+        """Load weights; a shape or key mismatch names the file and the model config changes."""
+        current = self.policy.state_dict()
+        problems = [f"{k}: {tuple(v.shape)} in checkpoint vs {tuple(current[k].shape)} now"
+                    for k, v in state.items() if k in current and v.shape != current[k].shape]
+        problems += [f"{k}: missing in checkpoint" for k in current if k not in state]
+        problems += [f"{k}: not in the model" for k in state if k not in current]
+        if problems:
+            hint = f" The model config changed: {'; '.join(model_changes)}." if model_changes else ""
+            raise CheckpointError(f"trainer.resume: {path} does not fit the configured model "
+                                  f"({'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}).{hint} "
+                                  "Resume with the checkpoint's model config or start a new run.")
+        self.policy.load_state_dict(state)
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, key="trainer.resume")
+        model_changes = self._check_config(ckpt["config"], path) if self.config else []
+        self._load_policy(ckpt["policy"], path, model_changes)
+        if self.ema is not None:
+            if ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"], ckpt.get("ema_updates", 0))
+            else:
+                log.warning("%s has no EMA state: the EMA restarts from the loaded weights", path)
+                self.ema = self.ema_factory(self.policy)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
+        callbacks = ckpt.get("callbacks", {})
+        if "checkpointer" in callbacks:
+            self.checkpointer.load_state_dict(callbacks["checkpointer"])
+        self.early = dict(callbacks.get("early_stopping", self.early))
+        rngs = ckpt.get("rng") or []
+        if ckpt.get("world_size", 1) != dist.world_size():
+            log.warning("%s was written by %s ranks, resuming on %d: data order and RNG streams differ",
+                        path, ckpt.get("world_size"), dist.world_size())
+        if dist.rank() < len(rngs):
+            set_rng_state(rngs[dist.rank()])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    def _load_best(self) -> None:
+        """Load the best top-k checkpoint's weights (if any) before testing."""
+        best = self.checkpointer.best_path if dist.is_main() else None
+        best = dist.broadcast_object(str(best) if best else None)
+        if not best or not Path(best).is_file():
+            return
+        ckpt = load_checkpoint(best, key="best checkpoint")
+        self.policy.load_state_dict(ckpt["policy"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"], ckpt.get("ema_updates", 0))
+        log.info("testing the best checkpoint %s", best)
