@@ -77,8 +77,9 @@ def _prepare_distributed() -> None:
     if not dist.init_from_env():
         return
     os.environ[RUN_STAMP_ENV] = dist.broadcast_object(run_stamp() if dist.is_main() else None)
-    if not dist.is_main():  # only rank 0 writes .hydra/ and the log file
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    if not dist.is_main():  # only rank 0 writes .hydra/ and the log file; the others print warnings
+        sys.argv += ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]",
+                     "hydra.job_logging.root.level=WARNING"]
 
 
 def main() -> None:

@@ -163,7 +163,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
         self.ema = self.ema_factory(self.policy) if self.ema_factory is not None else None
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", self.monitor, self.mode, self.save_top_k,
-                                         self.save_last, enabled=dist.is_main() and not self.fast_dev_run)
+                                         self.save_last, enabled=dist.is_main() and not self.fast_dev_run
+                                         and (self.save_last or self.save_top_k != 0))
         self.data = data
         resume_path = self._resume_path()
         if resume_path is not None:
