@@ -14,19 +14,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import register_resolvers
+from .config import CONFIG_DIR, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    from hydra.core.hydra_config import HydraConfig
 
     from .runtime import load_for_inference, write_json
     from .trainer import Trainer
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(cfg.paths.output_dir)
     _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cfg.get("data"), splits=(cfg.split,))
     if cfg.batch_size:
         data.eval_batch_size = cfg.batch_size
@@ -39,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -20,6 +20,7 @@ class MetricLogger(Protocol):
     def log_figure(self, tag: str, figure: Any, step: int) -> None: ...
     def log_text(self, tag: str, text: str, step: int) -> None: ...
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None: ...
+    def flush(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -33,14 +34,15 @@ class NullLogger:
     def log_figure(self, tag: str, figure: Any, step: int) -> None: ...
     def log_text(self, tag: str, text: str, step: int) -> None: ...
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None: ...
+    def flush(self) -> None: ...
     def close(self) -> None: ...
 
 
 class TensorBoardLogger:
     """TensorBoard event files under `<run dir>/tb`.
 
-    `purge_step` drops events at or after the resume step left by a killed run, so curves of a
-    resumed run are not doubled.
+    `purge_step` drops events at or after that step left by a killed run, so curves of a resumed
+    run are not doubled. Flushed at every checkpoint, so the logs are as durable as the weights.
     """
 
     def __init__(self, log_dir: str | Path, histogram_every_n_steps: int = 0, purge_step: int | None = None) -> None:
@@ -80,6 +82,9 @@ class TensorBoardLogger:
             file_writer.add_summary(summary)
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.flush()

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import register_resolvers
+from .config import CONFIG_DIR, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -54,7 +54,7 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     predict(cfg)
 

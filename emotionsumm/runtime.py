@@ -23,6 +23,27 @@ def instantiate_enabled(node: DictConfig | None) -> Any:
     return instantiate(OmegaConf.masked_copy(node, [k for k in node if k != "enabled"]))
 
 
+def build_data(cfg: DictConfig, run_dir: Path | None, state: dict[str, Any] | None = None,
+               splits: tuple[str, ...] = ("train", "val", "test")) -> Any:
+    """Instantiate and set up `cfg.data`; `state` (from a checkpoint) fixes classes and tokenizer.
+
+    Under DDP rank 0 reads the data and builds the tokenizer first; the other ranks receive its
+    state, so every rank tokenizes identically.
+    """
+    from . import distributed as dist
+
+    if dist.is_distributed() and state is None:
+        data = instantiate(cfg.data) if dist.is_main() else None
+        if data is not None:
+            data.setup(run_dir, splits)
+        state = dist.broadcast_object(data.state_dict() if data is not None else None)
+        if data is not None:
+            return data
+    data = instantiate(cfg.data, state=state)
+    data.setup(run_dir if dist.is_main() else None, splits)
+    return data
+
+
 def build_policy(cfg: DictConfig, data: Any) -> torch.nn.Module:
     """Model from `cfg.model` completed with what the data knows, wrapped by `cfg.policy`."""
     model = instantiate(cfg.model, **data.model_kwargs())
@@ -46,8 +67,7 @@ def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: Dic
     cfg = OmegaConf.create(ckpt["config"])
     if data_overrides:
         cfg.data = OmegaConf.merge(cfg.data, data_overrides)
-    data = instantiate(cfg.data, state=ckpt.get("data"))
-    data.setup(None, splits=splits)
+    data = build_data(cfg, None, state=ckpt.get("data"), splits=splits)
     policy = build_policy(cfg, data)
     state = ckpt["policy"]
     if weights == "ema":

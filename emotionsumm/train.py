@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import PROJECT_ROOT, RUN_STAMP_ENV, env_world_size, format_tree, register_resolvers, run_stamp
+from .config import CONFIG_DIR, PROJECT_ROOT, RUN_STAMP_ENV, env_world_size, format_tree, register_resolvers, run_stamp
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -22,40 +22,30 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured experiment; returns the final metrics (also in metrics.json)."""
-    from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
     from . import distributed as dist
     from .optim import param_groups
     from .provenance import provenance
-    from .runtime import build_policy, instantiate_enabled, write_json
+    from .runtime import build_data, build_policy, instantiate_enabled, write_json
     from .seed import seed_everything
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(cfg.paths.output_dir)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if dist.is_main():
         log.info("run dir: %s\n%s", run_dir, format_tree(cfg))
         write_json(provenance(PROJECT_ROOT, dist.world_size()), run_dir / "provenance.json")
 
-    data = instantiate(cfg.data)
-    if dist.is_distributed():  # rank 0 reads the data and trains the tokenizer; the others reuse them
-        if dist.is_main():
-            data.setup(run_dir)
-        state = dist.broadcast_object(data.state_dict() if dist.is_main() else None)
-        if not dist.is_main():
-            data = instantiate(cfg.data, state=state)
-            data.setup(None)
-    else:
-        data.setup(run_dir)
-
+    trainer = instantiate(cfg.trainer, _recursive_=False, _convert_="all", run_dir=str(run_dir), seed=cfg.seed,
+                          logger=instantiate(cfg.logger) if cfg.get("logger") else None,
+                          ema=instantiate_enabled(cfg.get("ema")), run_config=resolved)
+    resumed = trainer.resume_checkpoint()
+    data = build_data(cfg, run_dir, state=resumed[0].get("data") if resumed else None)
     policy = build_policy(cfg, data)
     optimizer = instantiate(cfg.optimizer)(param_groups(policy, cfg.optimizer.get("weight_decay", 0.0),
                                                         cfg.get("group_lr")))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    trainer = instantiate(cfg.trainer, _recursive_=False, _convert_="all", run_dir=str(run_dir), seed=cfg.seed, logger=logger,
-                          ema=instantiate_enabled(cfg.get("ema")), run_config=resolved)
     metrics = trainer.fit(policy, data, optimizer, scheduler)
     if dist.is_main():
         write_json(metrics, run_dir / "metrics.json")
@@ -63,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     monitor = f"best/{cfg.trainer.monitor}"

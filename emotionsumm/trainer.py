@@ -39,7 +39,8 @@ class Trainer:
                  accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None,
                  precision: str = "32", val_every_n_epochs: int | None = 1, val_every_n_steps: int | None = None,
                  checkpoint_every_n_steps: int | None = None, limit_train_batches: int | float | None = None,
-                 limit_val_batches: int | float | None = None, fast_dev_run: bool | int = False,
+                 limit_val_batches: int | float | None = None, limit_test_batches: int | float | None = None,
+                 fast_dev_run: bool | int = False,
                  overfit_batches: int = 0, log_every_n_steps: int = 50, monitor: str = "val/acc",
                  mode: str = "max", save_top_k: int = 1, save_last: bool = True,
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
@@ -59,7 +60,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         if fast_dev_run:
             n = 1 if fast_dev_run is True else int(fast_dev_run)
-            max_steps, max_epochs, limit_train_batches, limit_val_batches = n, 1, n, n
+            max_steps, max_epochs, limit_train_batches, limit_val_batches, limit_test_batches = n, 1, n, n, n
             val_every_n_steps, checkpoint_every_n_steps, accumulate_grad_batches = None, None, 1
         self.fast_dev_run = bool(fast_dev_run)
         self.max_epochs, self.max_steps = max_epochs, max_steps
@@ -69,6 +70,7 @@ class Trainer:
         self.val_every_n_epochs, self.val_every_n_steps = val_every_n_epochs, val_every_n_steps
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.limit_train_batches, self.limit_val_batches = limit_train_batches, limit_val_batches
+        self.limit_test_batches = limit_test_batches
         self.overfit_batches = overfit_batches
         self.log_every_n_steps = max(1, log_every_n_steps)
         self.monitor, self.mode = monitor, mode
@@ -166,12 +168,12 @@ class Trainer:
                                          self.save_last, enabled=dist.is_main() and not self.fast_dev_run
                                          and (self.save_last or self.save_top_k != 0))
         self.data = data
-        resume_path = self._resume_path()
-        if resume_path is not None:
-            self._restore(resume_path)
+        resumed = self.resume_checkpoint()
+        if resumed is not None:
+            self._restore(*resumed)
         if dist.is_main() and self.logger_factory is not None:
             self.logger = self.logger_factory(log_dir=str(self.run_dir / "tb"),
-                                              purge_step=self.step if resume_path else None)
+                                              purge_step=self.step + 1 if resumed else None)
         if self.step == 0 and self.config:
             from omegaconf import OmegaConf
 
@@ -389,7 +391,7 @@ class Trainer:
         if dataset is None or len(dataset) == 0:
             raise ValueError(f"split '{split}' is empty or missing (data.files.{split})")
         loader = self._loader(dataset, data, train=False)
-        return self._evaluate_weights(loader, split, None)
+        return self._evaluate_weights(loader, split, self.limit_test_batches)
 
     # ---- checkpoints --------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -414,6 +416,7 @@ class Trainer:
         """Checkpoint on rank 0; every rank contributes its RNG state."""
         rngs = dist.gather_object(rng_state())
         self._last_save_step = self.step
+        self.logger.flush()
         if not dist.is_main() or not self.checkpointer.enabled:
             self.checkpointer.plan(metrics, self.step, self.epoch)
             return
@@ -423,18 +426,23 @@ class Trainer:
         payload["metrics"] = metrics or {}
         self.checkpointer.write(payload, topk, dropped)
 
-    def _resume_path(self) -> Path | None:
+    def resume_checkpoint(self) -> tuple[dict[str, Any], Path] | None:
+        """The checkpoint `trainer.resume` points at, loaded once (None for a fresh start).
+
+        Called before the data is built too, so that classes and tokenizer come from it.
+        """
         if not self.resume:
             return None
-        if str(self.resume) == "auto":
-            found = latest_checkpoint(self.run_dir / "checkpoints")
-            if found is None:
-                log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", self.run_dir / "checkpoints")
-            return found
-        path = Path(str(self.resume)).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"trainer.resume: checkpoint not found: {path}")
-        return path
+        if getattr(self, "_resumed", None) is None:
+            if str(self.resume) == "auto":
+                path = latest_checkpoint(self.run_dir / "checkpoints")
+                if path is None:
+                    log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", self.run_dir / "checkpoints")
+                    return None
+            else:
+                path = Path(str(self.resume)).expanduser()
+            self._resumed = (load_checkpoint(path, key="trainer.resume"), path)
+        return self._resumed
 
     def _check_config(self, saved: dict[str, Any], path: Path) -> list[str]:
         """Log every config change since the checkpoint; return the changed `model.*` keys."""
@@ -458,8 +466,7 @@ class Trainer:
                                   "Resume with the checkpoint's model config or start a new run.")
         self.policy.load_state_dict(state)
 
-    def _restore(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, key="trainer.resume")
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         model_changes = self._check_config(ckpt["config"], path) if self.config else []
         self._load_policy(ckpt["policy"], path, model_changes)
         if self.ema is not None:

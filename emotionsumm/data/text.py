@@ -37,15 +37,17 @@ class TextClassificationData:
 
     Labels may be class ids or names; class names come from `class_names` or are inferred from
     the training split, and are stored in the checkpoint. With `tokenizer=None` a WordPiece
-    tokenizer is trained on the training split and saved in the run dir; otherwise the
-    pretrained tokenizer of that name or directory is used.
+    tokenizer is trained on the training split (cached by content in `tokenizer_cache_dir`) and
+    saved in the run dir; otherwise the pretrained tokenizer of that name or directory is used.
+    `state` (from a checkpoint) fixes classes and tokenizer, for resume, evaluate and predict.
     """
 
     def __init__(self, files: dict[str, str | None], text_field: Any = "text", text_pair_field: Any = None,
                  label_field: Any = "label", class_names: Sequence[str] | None = None, format: str | None = None,
                  has_header: bool = True, tokenizer: str | None = None, vocab_size: int = 8000,
                  max_length: int = 128, batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int = 0, demo: bool = False, state: dict[str, Any] | None = None) -> None:
+                 num_workers: int = 0, demo: bool = False, tokenizer_cache_dir: str | None = None,
+                 state: dict[str, Any] | None = None) -> None:
         if max_length < 8:
             raise ValueError(f"data.max_length={max_length} is out of range; allowed: >= 8")
         if batch_size < 1:
@@ -58,6 +60,7 @@ class TextClassificationData:
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.demo = demo
+        self.tokenizer_cache_dir = tokenizer_cache_dir
         state = state or {}
         self.class_names: list[str] | None = list(state.get("class_names") or class_names or []) or None
         self.class_counts: list[int] | None = state.get("class_counts")
@@ -125,7 +128,8 @@ class TextClassificationData:
             if train is None:
                 raise ValueError("a tokenizer must be trained but no training split was read (data.files.train)")
             texts, pairs, _ = train
-            self._tokenizer_json = toks.train_wordpiece(texts + (pairs or []), vocab_size=self.vocab_size)
+            self._tokenizer_json = toks.train_wordpiece_cached(texts + (pairs or []), self.tokenizer_cache_dir,
+                                                               vocab_size=self.vocab_size)
         self.tokenizer = toks.from_json(self._tokenizer_json)
         if run_dir is not None:
             self.tokenizer.save_pretrained(str(Path(run_dir) / "tokenizer"))

@@ -6,6 +6,8 @@ checkpoint alone is enough to rebuild it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -30,6 +32,30 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     )
     tok.decoder = decoders.WordPiece()
     return tok.to_str()
+
+
+def train_wordpiece_cached(texts: list[str], cache_dir: str | Path | None, vocab_size: int = 8000,
+                           min_frequency: int = 2, lowercase: bool = True) -> str:
+    """`train_wordpiece`, reusing a tokenizer trained before on the same texts and settings.
+
+    The `tokenizers` trainer breaks ties in hash-map order, which changes from process to
+    process; caching by content makes reruns with the same seed reproduce exactly (and skips
+    retraining).
+    """
+    if cache_dir is None:
+        return train_wordpiece(texts, vocab_size, min_frequency, lowercase)
+    digest = hashlib.sha256(json.dumps([vocab_size, min_frequency, lowercase]).encode())
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    path = Path(cache_dir) / f"wordpiece-{digest.hexdigest()[:16]}.json"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    from ..checkpoint import atomic_write_text
+
+    tokenizer_json = train_wordpiece(texts, vocab_size, min_frequency, lowercase)
+    atomic_write_text(tokenizer_json, path)
+    return tokenizer_json
 
 
 def from_json(tokenizer_json: str) -> PreTrainedTokenizerFast:

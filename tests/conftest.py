@@ -1,0 +1,60 @@
+"""Shared helpers: compose a config in-process, run an entry point as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+
+SHARED = Path(os.environ.get("EMOTIONSUMM_SHARED", PROJECT_ROOT.parent / "shared"))
+# A model and data small enough for a CPU test: a training step takes a few milliseconds.
+TINY = [
+    "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
+    "data.vocab_size=400", "data.batch_size=16", "trainer.progress_bar=false", "trainer.log_every_n_steps=1",
+    "scheduler.warmup_steps=2",
+]
+
+
+def make_cfg(run_dir: Path, overrides: list[str], config_name: str = "train") -> DictConfig:
+    """Compose like `python -m emotionsumm.<config_name> <overrides>` would, writing to run_dir."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=[*overrides, f"paths.output_dir={run_dir}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_train(run_dir: Path, overrides: list[str]) -> dict[str, float]:
+    from emotionsumm.train import train
+
+    return train(make_cfg(run_dir, [*TINY, *overrides]))
+
+
+def cli(module: str, *args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m emotionsumm.<module> args…` from the project root."""
+    return subprocess.run([sys.executable, "-m", f"emotionsumm.{module}", *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, cwd=PROJECT_ROOT)
+
+
+def scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    """step -> value of a TensorBoard scalar in <run_dir>/tb."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+needs_shared = pytest.mark.skipif(not (SHARED / "data").is_dir(), reason=f"real data not found in {SHARED}/data")
