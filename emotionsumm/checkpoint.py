@@ -160,7 +160,8 @@ class Checkpointer:
         score = float(metrics[self.monitor])
         if math.isnan(score):
             return None, []
-        name = f"epoch={epoch:03d}-step={step:07d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.monitor)}={score:.4f}.ckpt"
+        # no '=' in names: Hydra overrides such as ckpt=<path> would need quoting
+        name = f"epoch{epoch:03d}-step{step:07d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.monitor)}_{score:.4f}.ckpt"
         ranked = self._sorted(self.best + [(score, name)])
         keep = ranked if self.save_top_k < 0 else ranked[: self.save_top_k]
         kept = {n for _, n in keep}
