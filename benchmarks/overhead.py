@@ -226,13 +226,23 @@ def tensor_bytes(tensors: list[torch.Tensor | None]) -> int:
     return sum({t.data_ptr(): t.numel() * t.element_size() for t in tensors if t is not None}.values())
 
 
+def peak_rss() -> int:
+    """This process's peak RSS: VmHWM on Linux, else ru_maxrss (which, after vfork + exec, also holds
+    the parent's peak: with a large parent process it can hide the child's own)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+    except (OSError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def memory_child(ema_on: bool, args: argparse.Namespace) -> dict:
     """(Subprocess) a bare Trainer run with EMA off/on: peak RSS and what the EMA copy holds."""
     data = make_data()
     policy = make_policy(data, args.mem_hidden, args.mem_layers)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = trainer_run(data, policy, args.mem_steps, False, Path(tmp), ema=ema_on)
-    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    out = {"peak_rss_bytes": peak_rss(),
            "param_buffer_bytes": tensor_bytes([*policy.parameters(), *policy.buffers()])}
     if ema_on:
         tensors = [*trainer.ema.module.parameters(), *trainer.ema.module.buffers()]
