@@ -22,7 +22,7 @@ CONFIG_DIR = str(PROJECT_ROOT / "conf")
 RUN_STAMP_ENV = "EMOTIONSUMM_RUN_STAMP"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_stamp() -> str:
     """`<YYYY-MM-DD_HH-MM-SS>-<short id>`: unique even for two jobs started in the same second.
 

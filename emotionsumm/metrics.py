@@ -6,7 +6,6 @@ metrics afterwards gives exactly the metrics of the whole split.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,11 +63,3 @@ def confusion_figure(cm: torch.Tensor, class_names: list[str], title: str = "con
                     color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def save_confusion_png(cm: torch.Tensor, class_names: list[str], path: str | Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-
-    fig = confusion_figure(cm, class_names, title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -20,7 +20,8 @@ def _no_decay_names(module: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(policy: nn.Module, weight_decay: float, group_lr: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def param_groups(policy: nn.Module, weight_decay: float,
+                 group_lr: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Split the policy's parameters into optimizer groups.
 
     `group_lr` maps a part name to its learning rate; a parameter belongs to a part when its

@@ -8,7 +8,7 @@ taken, and an unpadded mode for evaluation so that no sample is counted twice.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler

@@ -14,7 +14,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONFIG_DIR, PROJECT_ROOT, RUN_STAMP_ENV, env_world_size, format_tree, register_resolvers, run_stamp
+from .config import (
+    CONFIG_DIR,
+    PROJECT_ROOT,
+    RUN_STAMP_ENV,
+    env_world_size,
+    format_tree,
+    register_resolvers,
+    run_stamp,
+)
 
 log = logging.getLogger(__name__)
 register_resolvers()

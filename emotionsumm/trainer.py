@@ -10,8 +10,9 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +53,8 @@ class Trainer:
         if precision not in PRECISIONS:
             raise ValueError(f"trainer.precision={precision!r} is not allowed; choose one of {list(PRECISIONS)}")
         if accumulate_grad_batches < 1:
-            raise ValueError(f"trainer.accumulate_grad_batches={accumulate_grad_batches} is out of range; allowed: >= 1")
+            raise ValueError(f"trainer.accumulate_grad_batches={accumulate_grad_batches} is out of range; "
+                             "allowed: >= 1")
         if mode not in ("min", "max"):
             raise ValueError(f"trainer.mode={mode!r} is not allowed; choose 'min' or 'max'")
         if max_steps <= 0 and (max_epochs is None or max_epochs <= 0):
@@ -371,7 +373,10 @@ class Trainer:
         if not self.patience or self.monitor not in metrics:
             return
         score, best = metrics[self.monitor], self.early["best"]
-        better = best is None or (score > best + self.min_delta if self.mode == "max" else score < best - self.min_delta)
+        if best is None:
+            better = True
+        else:
+            better = score > best + self.min_delta if self.mode == "max" else score < best - self.min_delta
         if better:
             self.early = {"best": score, "wait": 0}
         else:

@@ -22,7 +22,8 @@ def top_layers_to_train(schedule: dict[Any, int] | None, epoch: int, frozen: boo
     return None if k < 0 else k
 
 
-def set_trainable(embeddings: nn.Module | None, layers: nn.ModuleList, others: list[nn.Module], top: int | None) -> bool:
+def set_trainable(embeddings: nn.Module | None, layers: nn.ModuleList, others: list[nn.Module],
+                  top: int | None) -> bool:
     """Make the top `top` layers trainable (all when None); return True if anything changed."""
     before = [p.requires_grad for m in [embeddings, layers, *others] if m is not None for p in m.parameters()]
     train_all = top is None

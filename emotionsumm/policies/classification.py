@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import classification_metrics, confusion_figure, confusion_matrix, save_confusion_png
+from ..metrics import classification_metrics, confusion_figure, confusion_matrix
 
 
 def class_weights_from_counts(counts: Sequence[int]) -> torch.Tensor:
@@ -77,12 +78,10 @@ class ClassificationPolicy(nn.Module):
     def log_artifacts(self, state: dict[str, torch.Tensor], logger: Any, prefix: str, step: int,
                       run_dir: str | Path | None) -> None:
         """Confusion matrix as a TensorBoard image and a PNG in the run dir."""
-        title = f"{prefix} confusion matrix (step {step})"
-        logger.log_figure(f"{prefix}/confusion_matrix", confusion_figure(state["confusion"], self.class_names, title),
-                          step)
+        figure = confusion_figure(state["confusion"], self.class_names, f"{prefix} confusion matrix (step {step})")
         if run_dir is not None:
-            save_confusion_png(state["confusion"], self.class_names,
-                               Path(run_dir) / f"confusion_{prefix}.png", title)
+            figure.savefig(Path(run_dir) / f"confusion_{prefix}.png", dpi=100)
+        logger.log_figure(f"{prefix}/confusion_matrix", figure, step)  # closes the figure
 
     def on_epoch_start(self, epoch: int) -> bool:
         hook = getattr(self.model, "on_epoch_start", None)
