@@ -88,6 +88,8 @@ class Trainer:
         self.device = self._device(accelerator)
 
         self.step = self.epoch = self.batch_in_epoch = 0
+        self._last_val_step = self._last_save_step = -1  # what happened at the current step already
+        self._restored_metrics: dict[str, float] = {}
         self.stop_reason: str | None = None
         self.early = {"best": None, "wait": 0}
         self.logger: MetricLogger = NullLogger()
@@ -206,17 +208,18 @@ class Trainer:
         self.logger.close()
         return metrics
 
-    def _epochs_done(self) -> bool:
+    def _finished(self) -> bool:
         """max_steps, when set, decides the length of the run; otherwise max_epochs does."""
-        return self.max_steps <= 0 and self.epoch >= self.max_epochs
+        if self.max_steps > 0:
+            return self.step >= self.max_steps
+        return self.epoch >= self.max_epochs
 
     def _train_loop(self, train_loader: DataLoader, val_loader: DataLoader | None, sampler: ShardedSampler,
                     total: int, bar: tqdm) -> dict[str, float]:
-        val_metrics: dict[str, float] = {}
-        self._last_val_step = self._last_save_step = -1
+        val_metrics: dict[str, float] = dict(self._restored_metrics)
         running = torch.zeros((), dtype=torch.float64, device=self.device)
         micro_since_log, samples_since_log, t_log = 0, 0, time.perf_counter()
-        while self.stop_reason is None and not self._epochs_done():
+        while self.stop_reason is None and not self._finished():
             if self._policy_changed_trainable() or self.model is None:
                 self._wrap(self.policy)
             sampler.set_epoch(self.epoch)
@@ -275,7 +278,9 @@ class Trainer:
                     val_metrics = self._validate_and_checkpoint(val_loader)
                 elif self._last_save_step != self.step:
                     self._save(None)
-        self.stop_reason = self.stop_reason or f"reached trainer.max_epochs={self.max_epochs}"
+        if self.stop_reason is None:
+            self.stop_reason = (f"reached trainer.max_steps={self.max_steps}" if self.max_steps > 0
+                                else f"reached trainer.max_epochs={self.max_epochs}")
         if val_loader is not None and self._last_val_step != self.step:
             val_metrics = self._validate_and_checkpoint(val_loader)
         elif self._last_save_step != self.step:
@@ -486,6 +491,9 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        self._restored_metrics = dict(ckpt.get("metrics") or {})
+        self._last_save_step = self.step
+        self._last_val_step = self.step if self._restored_metrics else -1
         self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
         callbacks = ckpt.get("callbacks", {})
         if "checkpointer" in callbacks:

@@ -103,6 +103,12 @@ def test_resume_rejects_a_different_model_and_allows_max_steps(tmp_path):
     metrics = run_train(run, ["trainer.max_steps=8", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
                               "trainer.resume=auto", "trainer.test_after_fit=false"])
     assert metrics["step"] == 8
+    before = load_checkpoint(run / "checkpoints/last.ckpt")
+    again = run_train(run, ["trainer.max_steps=8", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+                            "trainer.resume=auto", "trainer.test_after_fit=false"])
+    assert again["step"] == 8 and again["val/acc"] == metrics["val/acc"]  # a finished run stays finished
+    after = load_checkpoint(run / "checkpoints/last.ckpt")
+    assert all(torch.equal(before["policy"][k], after["policy"][k]) for k in before["policy"])
 
 
 def test_corrupt_checkpoint_on_resume_names_the_file_and_never_starts_fresh(tmp_path):
