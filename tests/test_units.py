@@ -158,3 +158,26 @@ def test_gradual_unfreezing_schedule():
     assert model.on_epoch_start(2) and trainable_layers() == [True, True, True]
     assert model.encoder.embeddings.word_embeddings.weight.requires_grad
     assert not model.on_epoch_start(3)
+
+
+def test_group_split_keeps_each_group_in_one_split_and_stratified_split_keeps_balance():
+    from emotionsumm.data.splits import kfold_indices, split_indices
+
+    groups = [f"spk{i % 8}" for i in range(400)]
+    parts = split_indices(400, "group", (0.75, 0.125, 0.125), seed=1, groups=groups)
+    seen = [{groups[i] for i in parts[s]} for s in ("train", "val", "test")]
+    assert [len(s) for s in seen] == [6, 1, 1] and not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    assert sorted(parts["train"] + parts["val"] + parts["test"]) == list(range(400))
+    labels = [i % 4 for i in range(400)]
+    parts = split_indices(400, "random", (0.8, 0.1, 0.1), seed=2, labels=labels)
+    assert [sum(labels[i] == c for i in parts["test"]) for c in range(4)] == [10, 10, 10, 10]
+    predefined = split_indices(3, "predefined", predefined=["train", "test", "val"])
+    assert predefined == {"train": [0], "val": [2], "test": [1]}
+    folds = [kfold_indices(list(range(100)), 5, f, labels=labels[:100]) for f in range(5)]
+    held = [set(h) for _, h in folds]
+    assert set().union(*held) == set(range(100)) and sum(len(h) for h in held) == 100  # disjoint and covering
+    assert all(set(t).isdisjoint(h) for t, h in folds)
+    gfolds = [kfold_indices(list(range(400)), 4, f, groups=groups)[1] for f in range(4)]
+    assert all({groups[i] for i in a}.isdisjoint({groups[i] for i in b}) for a in gfolds for b in gfolds if a is not b)
+    with pytest.raises(ValueError, match="data.fold=5 is out of range"):
+        kfold_indices(list(range(10)), 5, 5)
