@@ -35,6 +35,7 @@ def read_lines(source: str) -> list[str]:
 
 
 def predict(cfg: DictConfig) -> list[tuple[str, float]]:
+    import numpy as np
     import torch
     from torch.utils.data import DataLoader
 
@@ -43,6 +44,13 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
     _, data, policy = load_for_inference(cfg.ckpt, cfg.weights)
     lines = read_lines(str(cfg.input))
     loader = DataLoader(data.encode_inputs(lines), batch_size=cfg.batch_size, collate_fn=data.collate)
+    embeddings: list[torch.Tensor] = []
+    hook = None
+    if cfg.export_embeddings:
+        pooled = getattr(policy.model, "pooled", None)
+        if pooled is None:
+            raise ValueError(f"export_embeddings=true: {type(policy.model).__name__} has no `pooled` module to hook")
+        hook = pooled.register_forward_hook(lambda _m, _i, out: embeddings.append(out.detach().float().cpu()))
     results = []
     with torch.no_grad():
         for batch in loader:
@@ -51,6 +59,12 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
             results += [(policy.class_names[i], float(p)) for i, p in zip(idx.tolist(), conf.tolist())]
     for label, prob in results:
         print(f"{label}\t{prob:.4f}")
+    if hook is not None:
+        hook.remove()
+        path = Path(cfg.embeddings_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, torch.cat(embeddings).numpy())
+        log.info("embeddings %s written to %s", tuple(torch.cat(embeddings).shape), path)
     return results
 
 

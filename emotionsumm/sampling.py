@@ -16,7 +16,12 @@ from torch.utils.data import Sampler
 
 class ShardedSampler(Sampler[int]):
     def __init__(self, num_samples: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 pad: bool = True) -> None:
+                 pad: bool = True, weights: list[float] | None = None) -> None:
+        """`weights` (one per sample) draw each epoch with replacement in proportion to them
+        (e.g. inverse class frequency, to balance classes) instead of a permutation."""
+        if weights is not None and len(weights) != num_samples:
+            raise ValueError(f"{len(weights)} sampling weights for {num_samples} samples")
+        self.weights = torch.as_tensor(weights, dtype=torch.double) if weights is not None else None
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.epoch = 0
@@ -30,8 +35,10 @@ class ShardedSampler(Sampler[int]):
         self.start = start
 
     def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist()
+        elif self.shuffle:
             order = torch.randperm(self.num_samples, generator=g).tolist()
         else:
             order = list(range(self.num_samples))

@@ -115,8 +115,11 @@ class Trainer:
         return min(n, int(limit))
 
     def _loader(self, dataset: Dataset, data: Any, train: bool) -> DataLoader:
+        weights = None
+        if train and not self.overfit_batches and hasattr(data, "sample_weights"):
+            weights = data.sample_weights()  # e.g. class-balanced sampling; None = plain shuffling
         sampler = ShardedSampler(len(dataset), shuffle=train and not self.overfit_batches, seed=self.seed,
-                                 rank=dist.rank(), world_size=dist.world_size(), pad=train)
+                                 rank=dist.rank(), world_size=dist.world_size(), pad=train, weights=weights)
         return DataLoader(dataset, batch_size=data.batch_size if train else data.eval_batch_size, sampler=sampler,
                           collate_fn=data.collate, num_workers=data.num_workers, worker_init_fn=seed_worker,
                           generator=torch.Generator().manual_seed(self.seed), pin_memory=self.device.type == "cuda")

@@ -55,7 +55,13 @@ def test_predict_from_stdin_and_file_prints_label_and_probability(trained, tmp_p
     assert expected == ["sadness", "joy"]
     infile = tmp_path / "in.txt"
     infile.write_text("\n".join(TEXTS))
-    assert cli("predict", f"ckpt={ckpt}", f"input={infile}").stdout == proc.stdout
+    emb = tmp_path / "emb.npy"
+    proc_file = cli("predict", f"ckpt={ckpt}", f"input={infile}", "export_embeddings=true", f"embeddings_path={emb}")
+    assert proc_file.stdout == proc.stdout
+    import numpy as np
+
+    features = policy.model.features(batch["input_ids"], batch["attention_mask"])
+    np.testing.assert_allclose(np.load(emb), features.detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_inference_uses_ema_unless_raw(trained):

@@ -181,3 +181,16 @@ def test_group_split_keeps_each_group_in_one_split_and_stratified_split_keeps_ba
     assert all({groups[i] for i in a}.isdisjoint({groups[i] for i in b}) for a in gfolds for b in gfolds if a is not b)
     with pytest.raises(ValueError, match="data.fold=5 is out of range"):
         kfold_indices(list(range(10)), 5, 5)
+
+
+def test_weighted_sampler_balances_classes_deterministically():
+    labels = [0] * 90 + [1] * 10
+    weights = [1 / 90 if y == 0 else 1 / 10 for y in labels]
+    sampler = ShardedSampler(100, shuffle=True, seed=0, weights=weights)
+    draws = [labels[i] for epoch in range(20) for i in (sampler.set_epoch(epoch) or list(sampler))]
+    assert 0.4 < sum(draws) / len(draws) < 0.6
+    sampler.set_epoch(3)
+    again = ShardedSampler(100, shuffle=True, seed=0, weights=weights)
+    again.set_epoch(3)
+    again.set_start(10)
+    assert list(again) == list(sampler)[10:]

@@ -48,7 +48,7 @@ class TextClassificationData:
                  has_header: bool = True, tokenizer: str | None = None, vocab_size: int = 8000,
                  max_length: int = 128, batch_size: int = 32, eval_batch_size: int | None = None,
                  num_workers: int = 0, demo: bool = False, tokenizer_cache_dir: str | None = None,
-                 state: dict[str, Any] | None = None) -> None:
+                 balanced_sampling: bool = False, state: dict[str, Any] | None = None) -> None:
         if max_length < 8:
             raise ValueError(f"data.max_length={max_length} is out of range; allowed: >= 8")
         if batch_size < 1:
@@ -62,6 +62,7 @@ class TextClassificationData:
         self.num_workers = num_workers
         self.demo = demo
         self.tokenizer_cache_dir = tokenizer_cache_dir
+        self.balanced_sampling = balanced_sampling
         state = state or {}
         self.class_names: list[str] | None = list(state.get("class_names") or class_names or []) or None
         self.class_counts: list[int] | None = state.get("class_counts")
@@ -178,6 +179,12 @@ class TextClassificationData:
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
         return batch
+
+    def sample_weights(self) -> list[float] | None:
+        """With `balanced_sampling`, draw training examples in inverse proportion to class size."""
+        if not self.balanced_sampling:
+            return None
+        return [1.0 / self.class_counts[ex["label"]] for ex in self.datasets["train"].examples]
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_classes": len(self.class_names), "vocab_size": len(self.tokenizer),

@@ -51,6 +51,7 @@ class TextClassifier(nn.Module):
                                 attention_probs_dropout_prob=dropout, pad_token_id=pad_token_id)
             self.encoder = BertModel(config, add_pooling_layer=False)
         hidden = self.encoder.config.hidden_size
+        self.pooled = nn.Identity()  # hook point: its output is the pooled embedding (predict export_embeddings)
         self.head = nn.Sequential(nn.Dropout(classifier_dropout), nn.Linear(hidden, num_classes))
         self.freeze_encoder = freeze_encoder
         self.unfreeze_at_epochs = dict(unfreeze_at_epochs or {})
@@ -61,7 +62,7 @@ class TextClassifier(nn.Module):
         """The pooled [CLS] representation (what embeddings are exported from)."""
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        return out.last_hidden_state[:, 0]
+        return self.pooled(out.last_hidden_state[:, 0])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
