@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,21 @@ def read_rows(path: Path, fmt: str | None = None, has_header: bool = True) -> It
             if not values:
                 continue
             yield lineno, dict(zip(header, values)) if header else dict(enumerate(values))
+
+
+def read_lines(source: str, key: str = "input") -> list[str]:
+    """Non-empty lines of a file, or of stdin for '-'; errors name the config key."""
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{key}: file not found: {path} (set {key}=<file> or {key}=- for stdin)")
+        text = path.read_text(encoding="utf-8")
+    lines = [line.rstrip("\r") for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{key}: no non-empty line to predict in {'stdin' if source == '-' else source}")
+    return lines
 
 
 def field(row: dict[Any, Any], name: Any, path: Path, lineno: int, key: str) -> Any:

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import tokenizers as toks
-from .readers import check_file, field, read_rows
+from .readers import check_file, field, read_lines, read_rows
 from .synthetic import make_text_emotion
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,10 @@ class TextClassificationData:
     # ---- what the trainer, model and policy need ------------------------------------------
     def dataset(self, split: str) -> EncodedDataset | None:
         return self.datasets.get(split)
+
+    def predict_dataset(self, source: str) -> EncodedDataset:
+        """Inputs for `predict`: one text per line of a file or stdin ('-')."""
+        return self.encode_inputs(read_lines(source))
 
     def encode_inputs(self, lines: list[str]) -> EncodedDataset:
         """Unlabelled inputs for prediction; with a pair field, a tab separates text and pair."""

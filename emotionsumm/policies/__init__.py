@@ -23,6 +23,9 @@ class Policy(Protocol):
     def compute_metrics(self, state: dict[str, torch.Tensor]) -> dict[str, float]:
         """Metrics of a whole split from its summed statistics."""
 
+    def predict_rows(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        """One printable line per example (used by `python -m emotionsumm.predict`)."""
+
     def log_artifacts(self, state: dict[str, torch.Tensor], logger: Any, prefix: str, step: int,
                       run_dir: Any) -> None:
         """Figures, tables or files for a split (rank 0 only)."""

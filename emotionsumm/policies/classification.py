@@ -60,6 +60,11 @@ class ClassificationPolicy(nn.Module):
     def predict_proba(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.logits(batch).float().softmax(-1)
 
+    def predict_rows(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        """`label<TAB>probability` per example (what `predict` prints)."""
+        conf, idx = self.predict_proba(batch).max(-1)
+        return [f"{self.class_names[i]}\t{p:.4f}" for i, p in zip(idx.tolist(), conf.tolist())]
+
     def eval_state(self) -> dict[str, torch.Tensor]:
         n = len(self.class_names)
         return {"confusion": torch.zeros(n, n, dtype=torch.float64), "loss_sum": torch.zeros((), dtype=torch.float64)}
