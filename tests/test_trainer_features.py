@@ -61,3 +61,16 @@ def test_tensorboard_gets_histograms_images_text_and_hparams(tmp_path):
     assert "val/confusion_matrix" in tags["images"]
     assert any(t.startswith("config") for t in tags["tensors"])
     assert {"val/acc", "val_raw/acc", "train/loss", "train/samples_per_s", "hparams/val/acc"} <= set(tags["scalars"])
+
+
+def test_kfold_replaces_validation_with_a_held_out_fold_of_train(tmp_path):
+    from emotionsumm.runtime import build_data
+
+    from .conftest import make_cfg
+
+    sizes = []
+    for fold in range(3):
+        data = build_data(make_cfg(tmp_path, ["data.num_folds=3", f"data.fold={fold}"]).copy(), None)
+        sizes.append((len(data.dataset("train")), len(data.dataset("val"))))
+        assert data.class_counts == [sum(y == c for y in data.dataset("train").labels) for c in range(6)]
+    assert all(t + v == 2400 for t, v in sizes) and sum(v for _, v in sizes) == 2400
