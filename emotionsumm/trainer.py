@@ -348,9 +348,12 @@ class Trainer:
                     break
                 module.evaluation_step(self._to_device(batch), state)
         module.train(was_training)
-        if dist.is_distributed():
-            moved = {k: v.to(self.device) for k, v in state.items()}
-            state = {k: v.cpu() for k, v in dist.all_reduce_sum(moved).items()}
+        if dist.is_distributed():  # tensors are summed; lists (e.g. generated texts) are concatenated in rank order
+            tensors = {k: v.to(self.device) for k, v in state.items() if torch.is_tensor(v)}
+            reduced = {k: v.cpu() for k, v in dist.all_reduce_sum(tensors).items()}
+            lists = {k: [x for part in dist.gather_object(v) for x in part] for k, v in state.items()
+                     if isinstance(v, list)}
+            state = {**reduced, **lists}
         return state
 
     def _evaluate_weights(self, loader: DataLoader, split: str, limit: int | float | None) -> dict[str, float]:

@@ -14,8 +14,9 @@ class Policy(Protocol):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of a batch (called through DDP, so gradients are synchronised)."""
 
-    def eval_state(self) -> dict[str, torch.Tensor]:
-        """Zeroed additive statistics for one evaluation pass (summed across ranks)."""
+    def eval_state(self) -> dict[str, Any]:
+        """Zeroed additive statistics for one evaluation pass: tensors are summed across DDP ranks,
+        lists (e.g. predictions) are concatenated in rank order."""
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
         """Add one batch's statistics to `state`."""
