@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -28,25 +30,20 @@ def _umask() -> int:
     return mask
 
 
-def _temp_beside(path: Path) -> tuple[int, str]:
-    """A temp file in the target's directory (same file system, so os.replace is atomic)."""
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside `path`; on success fsync it and os.replace it onto `path`.
+
+    A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a
+    half-written file under `path`; on an exception the temp file is removed.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())
-    return fd, tmp
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """Write with torch.save to a temp file in the same directory, fsync, then os.replace.
-
-    A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a
-    half-written file under `path`.
-    """
-    path = Path(path)
-    fd, tmp = _temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -56,19 +53,16 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save through `atomic_open`."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
-    """Same guarantee as `atomic_save` for a text file (metrics.json, predictions)."""
-    path = Path(path)
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A text file (metrics.json, predictions) through `atomic_open`."""
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
 
 
 def _fsync_dir(directory: Path) -> None:
