@@ -116,6 +116,7 @@ def trainer_run(data: Data, policy: nn.Module, steps: int, full: bool, run_dir: 
 def lightning_run(data: Data, policy: nn.Module, steps: int, full: bool, run_dir: Path) -> None:
     """The same training through lightning.Trainer (only when Lightning is installed)."""
     import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoard
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -140,7 +141,7 @@ def lightning_run(data: Data, policy: nn.Module, steps: int, full: bool, run_dir
     dataset = data.dataset("train")
     sampler = ShardedSampler(len(dataset), shuffle=True, seed=SEED)  # Lightning calls its set_epoch
     pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, log_every_n_steps=LOG_EVERY,
-               logger=pl.loggers.TensorBoardLogger(str(run_dir)) if full else False, enable_checkpointing=False,
+               logger=LightningTensorBoard(str(run_dir)) if full else False, enable_checkpointing=False,
                enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
                ).fit(Module(), DataLoader(dataset, data.batch_size, sampler=sampler, collate_fn=data.collate))
 
@@ -151,7 +152,8 @@ if lightning is not None:
 
 
 class Lockstep:
-    """Loops in threads take turns, one optimizer step each; records each loop's step times (ms)."""
+    """Loops in threads take turns, one optimizer step each, in A B B A A B ... order (so no loop always
+    follows the same one); records each loop's step times (ms)."""
 
     def __init__(self, order: list[str]) -> None:
         self.order, self.turn, self.cond = list(order), order[0], threading.Condition()
@@ -173,21 +175,28 @@ class Lockstep:
         return pre_forward
 
     def _pass(self, name: str) -> None:
-        self.turn = self.order[(self.order.index(name) + 1) % len(self.order)]
+        index = self.order.index(name) + 1
+        if index == len(self.order):
+            self.order.reverse()
+            index = 0
+        self.turn = self.order[index]
         self.cond.notify_all()
 
     def leave(self, name: str) -> None:
+        """Drop a finished (or failed) loop; if it held the turn, the next loop gets it."""
         with self.cond:
-            if self.turn == name and len(self.order) > 1:
-                self._pass(name)
+            index = self.order.index(name)
             self.order.remove(name)
+            if self.turn == name and self.order:
+                self.turn = self.order[index % len(self.order)]
+                self.cond.notify_all()
 
 
 def timed_run(run: int, full: bool, data: Data, args: argparse.Namespace) -> dict[str, tuple[list[float], float]]:
     """All loops in lockstep on fresh seeded policies: {loop: (ms of each timed step, weights fingerprint)}."""
-    kinds = list(RUNNERS)
+    kinds = list(RUNNERS)[:: -1 if run % 2 else 1]  # odd runs build, start and go in reverse order
     policies = {kind: make_policy(data, args.hidden, args.layers) for kind in kinds}
-    lockstep, errors = Lockstep(kinds[::-1] if run % 2 else kinds), []
+    lockstep, errors = Lockstep(kinds), []
     for kind, policy in policies.items():
         policy.register_forward_pre_hook(lockstep.hook(kind))
 
@@ -201,10 +210,9 @@ def timed_run(run: int, full: bool, data: Data, args: argparse.Namespace) -> dic
         finally:
             lockstep.leave(kind)
 
-    threads = [threading.Thread(target=train, args=(kind,)) for kind in kinds[:-1]]
-    for thread in threads:
+    threads = [threading.Thread(target=train, args=(kind,)) for kind in kinds]  # none in the main thread:
+    for thread in threads:  # it measured 1% slower than a worker (glibc's main malloc arena?)
         thread.start()
-    train(kinds[-1])  # the last loop (Lightning, if any) in the main thread: it may set signal handlers
     for thread in threads:
         thread.join()
     if errors:
@@ -230,9 +238,11 @@ def benchmark(data: Data, args: argparse.Namespace, result: dict) -> None:
     for config, runs in times.items():
         ms = {kind: statistics.median(v) for kind, v in runs.items()}
         ratios = {kind: ms[kind] / ms["raw"] for kind in kinds[1:]}
-        paired = statistics.median(t / r for t, r in zip(runs["trainer"], runs["raw"]))
+        per_run = [t / r for t, r in zip(runs["trainer"], runs["raw"])]
+        paired = statistics.median(per_run)
         met = ratios["trainer"] <= TARGETS[config]
         result.update({f"ratio_{config}": round(ratios["trainer"], 4), f"ratio_{config}_paired": round(paired, 4),
+                       f"ratio_{config}_runs": [round(r, 4) for r in per_run],
                        f"ms_{config}": {k: round(v, 3) for k, v in ms.items()}, f"target_{config}_met": met})
         if "lightning" in ratios:
             result[f"ratio_{config}_lightning"] = round(ratios["lightning"], 4)

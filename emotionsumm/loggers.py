@@ -100,4 +100,4 @@ def grad_norm(module: nn.Module) -> float:
     grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
     if not grads:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))

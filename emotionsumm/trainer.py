@@ -242,7 +242,7 @@ class Trainer:
                     with self._autocast():
                         loss = self.model(batch)
                     self._check_finite(loss)
-                    self.scaler.scale(loss / self.accumulate).backward()
+                    self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
                 running += loss.detach()
                 micro_since_log += 1
                 samples_since_log += len(next(iter(batch.values())))
@@ -313,7 +313,8 @@ class Trainer:
 
     def _optimizer_step(self) -> float | None:
         norm = None
-        if self.clip or self.step % self.log_every_n_steps == self.log_every_n_steps - 1:
+        log_step = self.step % self.log_every_n_steps == self.log_every_n_steps - 1
+        if self.clip or (log_step and not isinstance(self.logger, NullLogger)):
             self.scaler.unscale_(self.optimizer)
             if self.clip:
                 norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip))
@@ -429,11 +430,14 @@ class Trainer:
         }
 
     def _save(self, metrics: dict[str, float] | None) -> None:
-        """Checkpoint on rank 0; every rank contributes its RNG state."""
-        rngs = dist.gather_object(rng_state())
+        """Checkpoint on rank 0; every rank contributes its RNG state (same decision on every rank)."""
         self._last_save_step = self.step
         self.logger.flush()
-        if not dist.is_main() or not self.checkpointer.enabled:
+        if self.fast_dev_run or (not self.save_last and self.save_top_k == 0):
+            self.checkpointer.plan(metrics, self.step, self.epoch)  # keeps best/<monitor> bookkeeping
+            return
+        rngs = dist.gather_object(rng_state())
+        if not dist.is_main():
             self.checkpointer.plan(metrics, self.step, self.epoch)
             return
         topk, dropped = self.checkpointer.plan(metrics, self.step, self.epoch)
