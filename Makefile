@@ -6,13 +6,17 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 NPROC  ?= 2
 DIR    ?= outputs
+K      ?= 5
 
-.PHONY: help setup train train-ddp test lint tensorboard clean
+.PHONY: help setup train train-ddp sweep cv report test lint tensorboard clean
 
 help:
 	@echo "make train [ARGS='trainer.max_epochs=2 ...']   train the default experiment (sets up .venv first)"
 	@echo "make test                                       run the test suite (sets up .venv first)"
 	@echo "make train-ddp NPROC=2 [ARGS=...]               DDP on one machine with torchrun"
+	@echo "make sweep ARGS='optimizer.lr=1e-4,3e-4 seed=0,1,2'  Hydra multirun (resumable; report.md at the end)"
+	@echo "make cv K=5 [ARGS=...]                          k-fold cross-validation: all folds, mean +- std"
+	@echo "make report DIR=<run or sweep dir>              report.md, report.csv and PNG plots in DIR"
 	@echo "make setup | lint | tensorboard [DIR=outputs] | clean"
 
 # .venv with the package (editable) and the dev extra; redone when pyproject.toml changes
@@ -29,6 +33,17 @@ train: $(STAMP)
 
 train-ddp: $(STAMP)
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m emotionsumm.train $(ARGS)
+
+# a multirun; rerun the same command with hydra.sweep.dir=<its dir> to skip finished jobs and resume the rest
+sweep: $(STAMP)
+	$(PY) -m emotionsumm.train --multirun $(ARGS)
+
+# every fold of a K-fold split of the training data; the sweep report aggregates them (mean +- std)
+cv: $(STAMP)
+	$(PY) -m emotionsumm.train --multirun data.num_folds=$(K) 'data.fold=range(0,$(K))' $(ARGS)
+
+report: $(STAMP)
+	$(PY) -m emotionsumm.report $(DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

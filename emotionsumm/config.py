@@ -40,11 +40,15 @@ def env_world_size() -> int:
 
 
 def register_resolvers() -> None:
-    """Register the `${run_stamp:}` and `${project_root:}` resolvers (idempotent)."""
+    """Register the `${run_stamp:}`, `${project_root:}` and `${job_subdir:…}` resolvers (idempotent)."""
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", run_stamp)
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("job_subdir"):  # multirun job dirs `<num>-<hash of overrides>`
+        from .sweep import job_subdir
+
+        OmegaConf.register_new_resolver("job_subdir", job_subdir)
 
 
 def format_tree(cfg: DictConfig) -> str:

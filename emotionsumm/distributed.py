@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 from typing import Any
 
 import torch
@@ -27,7 +28,19 @@ def _adopt_slurm_env() -> None:
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
     os.environ.setdefault("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])
+    os.environ.setdefault("MASTER_ADDR", first_slurm_host(os.environ.get("SLURM_JOB_NODELIST", "127.0.0.1")))
+    if os.environ.get("SLURM_JOB_ID", "").isdigit():  # two jobs sharing a node must not share a port
+        os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ["SLURM_JOB_ID"]) % 20000))
     os.environ.setdefault("MASTER_PORT", "29500")
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (the rendezvous host): `gpu[007-009,12],cpu1` -> `gpu007`."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if match is None:
+        return nodelist
+    prefix, ranges = match.groups()
+    return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
 
 
 def init_from_env() -> bool:

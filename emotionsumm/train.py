@@ -63,9 +63,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    monitor = f"best/{cfg.trainer.monitor}"
-    return metrics.get(monitor, metrics.get(cfg.trainer.monitor))
+    from .sweep import in_multirun, objective, run_sweep_job
+
+    if in_multirun():  # skip if finished, resume if started, record a failure and carry on
+        return run_sweep_job(cfg, train)
+    return objective(cfg, train(cfg))
 
 
 def _prepare_distributed() -> None:

@@ -1,0 +1,191 @@
+"""Sweeps that survive interruption: stable job dirs, jobs that skip or resume, failures recorded.
+
+A job's dir is `<job number>-<hash of its overrides>` and is found again by the hash, so rerunning
+the same multirun command with the same `hydra.sweep.dir` (even with a grown grid) maps each job to
+its old dir: a job with a metrics.json is skipped, any other resumes from its last checkpoint
+(`trainer.resume=auto`). A failing job writes `error.txt` instead of stopping the sweep;
+`SweepCallback` checks the sweep before it starts and lists the failures when it ends.
+
+Light on purpose (no torch): the callback is imported by Hydra before any job runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
+
+log = logging.getLogger(__name__)
+
+ERROR_FILE = "error.txt"
+METRICS_FILE = "metrics.json"
+
+
+class SweepError(SystemExit):
+    """A sweep that cannot start, or that ended with failed jobs: exit status 1 and only the message.
+
+    A SystemExit because Hydra turns any Exception raised by a callback into a mere warning.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"error: {message}")
+
+
+def override_hash(overrides: Sequence[str]) -> str:
+    """8 hex digits identifying a job by its overrides (order-insensitive)."""
+    return hashlib.sha1("\n".join(sorted(str(o) for o in overrides)).encode()).hexdigest()[:8]
+
+
+def job_subdir(sweep_dir: str, num: int, overrides: Sequence[str]) -> str:
+    """`${job_subdir:…}` resolver: the existing `<n>-<hash>` dir of these overrides, else `<num>-<hash>`."""
+    digest = override_hash(overrides)
+    root = Path(str(sweep_dir))
+    if root.is_dir():
+        old = sorted((p.name for p in root.iterdir() if re.fullmatch(rf"\d+-{digest}", p.name)),
+                     key=lambda name: int(name.split("-")[0]))
+        if old:
+            return old[0]
+    return f"{num}-{digest}"
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """What sweepers optimise: `best/<trainer.monitor>`, else the last `<trainer.monitor>`."""
+    monitor = cfg.trainer.monitor
+    value = metrics.get(f"best/{monitor}", metrics.get(monitor))
+    return None if value is None else float(value)
+
+
+def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) -> float | None:
+    """One job of a multirun: skip it if finished, resume it if started, record (not raise) a failure.
+
+    Returns the objective, or None for a failed job (the Optuna sweeper marks that trial failed).
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    done = run_dir / METRICS_FILE
+    if done.is_file():
+        log.info("skipping finished job %s (%s exists)", run_dir.name, done)
+        return objective(cfg, json.loads(done.read_text()))
+    from . import distributed as dist
+
+    if env_world_size() > 1:  # one task per GPU started by SLURM (launcher=slurm)
+        dist.init_from_env()
+    _restore_start_method()
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    if cfg.trainer.get("resume") is None:
+        cfg.trainer.resume = "auto"
+    try:
+        return objective(cfg, train(cfg))
+    except Exception:
+        overrides = " ".join(HydraConfig.get().overrides.task)
+        log.exception("job %s failed (overrides: %s); the sweep carries on", run_dir.name, overrides)
+        if dist.is_main():
+            from .checkpoint import atomic_write_text
+
+            atomic_write_text(f"overrides: {overrides}\n\n{traceback.format_exc()}", run_dir / ERROR_FILE)
+        return None
+
+
+def _restore_start_method() -> None:
+    """A joblib (loky) worker makes loky multiprocessing's default start method, and DataLoader workers
+    cannot start loky processes: give this job the platform default back (fork on Linux)."""
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) == "loky":
+        multiprocessing.set_start_method(None, force=True)
+
+
+def check_launcher(config: DictConfig) -> None:
+    """`launcher=slurm` needs `sbatch`: say so before anything is submitted."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        raise SweepError("launcher=slurm: SLURM is not available here (no `sbatch` on PATH). Run on a SLURM "
+                         "login node (or add SLURM's bin dir to PATH), or run the same jobs locally with "
+                         "launcher=submitit_local (one process per job) or launcher=joblib (parallel jobs).")
+
+
+def _swept_keys(config: DictConfig) -> list[tuple[str, str]]:
+    """(key, where it was set) for every override that a job will apply, hydra.* excluded."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    keys = []
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys += [(o.key_or_group, "on the command line") for o in parsed
+             if o.type in (OverrideType.CHANGE, OverrideType.DEL)]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    search = config.hydra.runtime.choices.get("hparams_search")
+    where = f"in conf/hparams_search/{search}.yaml or hydra.sweeper.params" if search else "in hydra.sweeper.params"
+    keys += [(str(k), where) for k in params if not str(k).startswith("+")]
+    return [(k, w) for k, w in keys if not k.startswith("hydra") and "@" not in k]
+
+
+def check_swept_keys(config: DictConfig) -> None:
+    """Every swept key must exist in the composed config (or be a config group), else a clear error now."""
+    choices = config.hydra.runtime.choices
+    tree = OmegaConf.to_container(config, resolve=False)  # HydraConfig is not set yet: resolve nothing
+    known = list(flatten({k: v for k, v in tree.items() if k != "hydra"}))
+    for key, where in _swept_keys(config):
+        if key in choices or key in known or any(k.startswith(f"{key}.") for k in known):
+            continue
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f"Did you mean {', '.join(close)}? " if close else ""
+        raise SweepError(f"sweep: `{key}` (set {where}) is not a key of the composed config. {hint}"
+                         f"Fix the key, or write +{key}=… to add a new key.")
+
+
+class SweepCallback(Callback):
+    """Checks a multirun before it starts; at the end lists failed jobs and writes the report."""
+
+    def __init__(self, report: bool = True) -> None:
+        self.report = report
+        self._set_stamp = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # jobs run in other processes (joblib, submitit) resolve the same `${run_stamp:}` sweep dir
+        if not os.environ.get(RUN_STAMP_ENV):
+            os.environ[RUN_STAMP_ENV] = run_stamp()
+            self._set_stamp = True
+        check_launcher(config)
+        check_swept_keys(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .report import ReportError, load_jobs, swept_keys, write_report
+
+        if self._set_stamp:
+            os.environ.pop(RUN_STAMP_ENV, None)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs = load_jobs(sweep_dir)
+        if self.report:
+            try:
+                log.info("sweep report: %s", write_report(sweep_dir))
+            except ReportError as err:
+                log.warning("no sweep report: %s", err)
+        failed = [job for job in jobs if job.status == "failed"]
+        done = sum(job.status == "finished" for job in jobs)
+        log.info("sweep %s: %d of %d jobs finished", sweep_dir, done, len(jobs))
+        if failed:
+            swept = swept_keys(jobs)
+            lines = "\n".join(f"  {job.dir.name} [{job.overrides_of(swept) or job.override_text}]: {job.error}"
+                              for job in failed)
+            raise SweepError(f"sweep {sweep_dir}: {len(failed)} of {len(jobs)} jobs failed (tracebacks in "
+                             f"<job dir>/{ERROR_FILE}):\n{lines}\nFix the cause and rerun the same command "
+                             f"with hydra.sweep.dir={sweep_dir}: finished jobs are skipped.")
