@@ -200,8 +200,11 @@ def test_slurm_task_environment_becomes_torch_distributed_environment(monkeypatc
     assert first_slurm_host("gpu[007-009,12],cpu1") == "gpu007"
     assert first_slurm_host("node12,node13") == "node12"
     assert first_slurm_host("login") == "login"
+    # _adopt_slurm_env writes RANK, MASTER_ADDR, … into os.environ: give it a copy so nothing leaks into
+    # the subprocesses of later tests
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        os.environ.pop(key, None)
     slurm = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4(x2)",
              "SLURM_JOB_NODELIST": "gpu[007-008]", "SLURM_JOB_ID": "123456"}
     for key, value in slurm.items():
@@ -214,7 +217,8 @@ def test_slurm_task_environment_becomes_torch_distributed_environment(monkeypatc
 
 def test_make_targets_run_a_multirun_all_folds_and_the_report():
     def make(*args: str) -> str:
-        res = subprocess.run(["make", "-n", *args], capture_output=True, text=True, cwd=PROJECT_ROOT)
+        res = subprocess.run(["make", "--no-print-directory", "-n", *args], capture_output=True, text=True,
+                             cwd=PROJECT_ROOT)
         assert res.returncode == 0, res.stderr
         return res.stdout.strip().splitlines()[-1]
 
