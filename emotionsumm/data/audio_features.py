@@ -1,0 +1,271 @@
+"""The per-file speech pipeline: load → mono → resample → log-mel → crop/pad → augment → normalise.
+
+Independent of labels and datasets, so any data object with an audio path (a labelled folder,
+the `audio` column of a multimodal manifest) reuses it. `extract` gives the full-length,
+un-augmented log-mel (what the feature cache stores); `transform` crops or pads it to the
+configured duration (random crop in training, centre crop otherwise), applies the training-only
+augmentations and the normaliser. Gain and additive noise act on the mel power (so they work on
+cached features too); SpecAugment masks the normalised features with 0, the training mean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchaudio
+
+LOG_FLOOR = 1e-6  # added to the mel power before the log; log(LOG_FLOOR) is the value of silence
+CACHE_VERSION = 1  # bump when `extract` changes, so old cached features are not reused
+
+
+class AudioReadError(ValueError):
+    """An audio file is missing, corrupt, empty or unreadable (the message names the file)."""
+
+
+def _reason(exc: Exception) -> str:
+    """libsndfile's own words (e.g. "Format not recognised.") without repeating the path."""
+    return str(getattr(exc, "error_string", None) or exc)
+
+
+def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """(mono waveform [samples], sample rate) read with soundfile; channels are averaged."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioReadError(f"{path}: audio file not found")
+    try:
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile's errors are RuntimeErrors
+        raise AudioReadError(f"{path}: cannot read audio ({_reason(exc)})") from None
+    if samples.shape[0] == 0:
+        raise AudioReadError(f"{path}: audio file has no samples")
+    wave = torch.from_numpy(samples).mean(dim=1)
+    if not torch.isfinite(wave).all():
+        raise AudioReadError(f"{path}: audio has NaN or infinite samples")
+    return wave, int(rate)
+
+
+def probe_audio(path: str | Path) -> None:
+    """Check from the header alone that a file is readable audio with samples (cheap)."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioReadError(f"{path}: audio file not found")
+    try:
+        frames = sf.info(str(path)).frames
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise AudioReadError(f"{path}: cannot read audio ({_reason(exc)})") from None
+    if frames == 0:
+        raise AudioReadError(f"{path}: audio file has no samples")
+
+
+class Normalizer:
+    """Per-mel-bin mean and std (population), fitted on the training split's full-length log-mels."""
+
+    def __init__(self, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+        self.mean, self.std = mean, std
+        self._sum = self._sq = None
+        self._count = 0
+
+    @property
+    def fitted(self) -> bool:
+        return self.mean is not None
+
+    def update(self, features: torch.Tensor) -> None:
+        """Add one [n_mels, T] log-mel to the running float64 sums."""
+        x = features.double()
+        if self._sum is None:
+            self._sum, self._sq = torch.zeros(x.shape[0], dtype=torch.float64), torch.zeros(x.shape[0],
+                                                                                              dtype=torch.float64)
+        self._sum += x.sum(dim=1)
+        self._sq += (x * x).sum(dim=1)
+        self._count += x.shape[1]
+
+    def finish(self) -> None:
+        if not self._count:
+            raise ValueError("cannot fit the audio normaliser: the training split has no readable audio")
+        mean = self._sum / self._count
+        var = (self._sq / self._count - mean * mean).clamp_min(0.0)
+        self.mean, self.std = mean.float(), var.sqrt().clamp_min(1e-5).float()
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean[:, None]) / self.std[:, None]
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        return {"mean": self.mean.clone(), "std": self.std.clone()} if self.fitted else None
+
+
+class AudioPipeline:
+    """Turns an audio file into a normalised (and, in training, augmented) [1, n_mels, frames] tensor.
+
+    Features: `sample_rate`, `duration` (seconds; clips are cropped or padded to it), `n_mels`,
+    `n_fft`, `win_length`, `hop_length` (samples), `f_min`, `f_max`. Augmentation (training only):
+    `freq_masks`/`freq_mask_width` and `time_masks`/`time_mask_width` (SpecAugment; widths are
+    drawn from 0..width), `gain_db` (uniform in ±gain_db), `noise_snr_db` ([low, high]: white noise
+    at a uniform SNR, with probability `noise_prob`). `normalizer` is the checkpoint's statistics.
+    """
+
+    def __init__(self, sample_rate: int = 16000, duration: float = 2.0, n_mels: int = 64, n_fft: int = 512,
+                 win_length: int | None = 400, hop_length: int = 160, f_min: float = 20.0,
+                 f_max: float | None = None, freq_masks: int = 2, freq_mask_width: int = 8, time_masks: int = 2,
+                 time_mask_width: int = 20, gain_db: float = 0.0, noise_snr_db: Sequence[float] | None = None,
+                 noise_prob: float = 0.5, normalizer: dict[str, torch.Tensor] | None = None) -> None:
+        checks = {"features.sample_rate": (sample_rate, 1000), "features.n_mels": (n_mels, 2),
+                  "features.n_fft": (n_fft, 16), "features.hop_length": (hop_length, 1),
+                  "augment.freq_masks": (freq_masks, 0), "augment.time_masks": (time_masks, 0),
+                  "augment.freq_mask_width": (freq_mask_width, 0), "augment.time_mask_width": (time_mask_width, 0),
+                  "augment.gain_db": (gain_db, 0)}
+        for key, (value, low) in checks.items():
+            if value < low:
+                raise ValueError(f"data.{key}={value} is out of range; allowed: >= {low}")
+        if duration <= 0:
+            raise ValueError(f"data.features.duration={duration} is out of range; allowed: > 0 (seconds)")
+        if win_length is not None and not 0 < win_length <= n_fft:
+            raise ValueError(f"data.features.win_length={win_length} is out of range; allowed: 1..n_fft={n_fft}")
+        if noise_snr_db is not None and (len(noise_snr_db) != 2 or noise_snr_db[0] > noise_snr_db[1]):
+            raise ValueError(f"data.augment.noise_snr_db={list(noise_snr_db)} must be [low, high] in dB, or null")
+        self.sample_rate, self.duration, self.n_mels = int(sample_rate), float(duration), int(n_mels)
+        self.n_fft, self.win_length, self.hop_length = int(n_fft), win_length or int(n_fft), int(hop_length)
+        self.f_min, self.f_max = float(f_min), float(f_max) if f_max is not None else sample_rate / 2
+        self.freq_masks, self.freq_mask_width = freq_masks, min(freq_mask_width, n_mels)
+        self.time_masks, self.time_mask_width = time_masks, time_mask_width
+        self.gain_db, self.noise_snr_db, self.noise_prob = float(gain_db), noise_snr_db, float(noise_prob)
+        self.num_frames = int(self.duration * self.sample_rate) // self.hop_length + 1
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=self.sample_rate, n_fft=self.n_fft, win_length=self.win_length, hop_length=self.hop_length,
+            f_min=self.f_min, f_max=self.f_max, n_mels=self.n_mels, power=2.0)
+        profile = self.mel.mel_scale.fb.sum(dim=0)  # white noise's mel power per bin, up to a constant
+        self._noise_profile = profile / profile.mean()
+        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
+        self.normalizer = Normalizer(**normalizer) if normalizer else Normalizer()
+
+    # ---- un-augmented, full-length features (what the cache stores) --------------------------
+    def feature_config(self) -> dict[str, Any]:
+        """Everything `extract` depends on (the cache key)."""
+        return {"version": CACHE_VERSION, "sample_rate": self.sample_rate, "n_mels": self.n_mels,
+                "n_fft": self.n_fft, "win_length": self.win_length, "hop_length": self.hop_length,
+                "f_min": self.f_min, "f_max": self.f_max, "log_floor": LOG_FLOOR}
+
+    def feature_key(self) -> str:
+        return hashlib.sha1(json.dumps(self.feature_config(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """Mono waveform at `sample_rate` (resampled when the file has another rate)."""
+        wave, rate = read_audio(path)
+        if rate != self.sample_rate:
+            if rate not in self._resamplers:
+                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
+            wave = self._resamplers[rate](wave)
+        return wave
+
+    def logmel(self, wave: torch.Tensor) -> torch.Tensor:
+        """[n_mels, frames] natural-log mel power; a clip shorter than one window is zero-padded to it."""
+        if wave.shape[-1] < self.n_fft:
+            wave = torch.nn.functional.pad(wave, (0, self.n_fft - wave.shape[-1]))
+        with torch.no_grad():
+            return torch.log(self.mel(wave) + LOG_FLOOR)
+
+    def extract(self, path: str | Path) -> torch.Tensor:
+        """The full-length, un-augmented, un-normalised log-mel of one file."""
+        return self.logmel(self.load(path))
+
+    # ---- per-example transform ------------------------------------------------------------
+    def crop(self, features: torch.Tensor, train: bool) -> torch.Tensor:
+        """`num_frames` frames: a random window in training, the centre one otherwise; short clips
+        are padded at the end with silence."""
+        frames = features.shape[1]
+        if frames > self.num_frames:
+            extra = frames - self.num_frames
+            start = int(torch.randint(0, extra + 1, ())) if train else extra // 2
+            return features[:, start:start + self.num_frames]
+        if frames < self.num_frames:
+            return torch.nn.functional.pad(features, (0, self.num_frames - frames), value=math.log(LOG_FLOOR))
+        return features
+
+    def _gain_and_noise(self, features: torch.Tensor) -> torch.Tensor:
+        if self.gain_db > 0:
+            shift = (torch.rand(()) * 2 - 1) * self.gain_db * math.log(10) / 10
+            features = features + shift
+        if self.noise_snr_db is not None and float(torch.rand(())) < self.noise_prob:
+            low, high = self.noise_snr_db
+            snr = low + float(torch.rand(())) * (high - low)
+            power = (features.exp() - LOG_FLOOR).clamp_min(0.0)
+            level = power.mean() * 10 ** (-snr / 10)
+            noise = torch.empty_like(power).exponential_() * self._noise_profile[:, None] * level
+            features = torch.log(power + noise + LOG_FLOOR)
+        return features
+
+    def _spec_augment(self, features: torch.Tensor) -> torch.Tensor:
+        features = features.clone()
+        n_mels, frames = features.shape
+        for count, width, size, axis in ((self.freq_masks, self.freq_mask_width, n_mels, 0),
+                                         (self.time_masks, min(self.time_mask_width, frames), frames, 1)):
+            for _ in range(count):
+                w = int(torch.randint(0, width + 1, ()))
+                start = int(torch.randint(0, size - w + 1, ()))
+                if axis == 0:
+                    features[start:start + w, :] = 0.0
+                else:
+                    features[:, start:start + w] = 0.0
+        return features
+
+    def transform(self, features: torch.Tensor, train: bool) -> torch.Tensor:
+        """Cropped/padded, augmented (train only) and normalised [1, n_mels, num_frames] features."""
+        if not self.normalizer.fitted:
+            raise RuntimeError("the audio normaliser is not fitted: set up the data (training split) first")
+        x = self.crop(features, train)
+        if train:
+            x = self._gain_and_noise(x)
+        x = self.normalizer(x)
+        if train:
+            x = self._spec_augment(x)
+        return x.unsqueeze(0)
+
+    def __call__(self, path: str | Path, train: bool = False) -> torch.Tensor:
+        return self.transform(self.extract(path), train)
+
+
+class FeatureCache:
+    """Full-length, un-augmented log-mels on disk: `<directory>/<feature key>/<file key>.pt`.
+
+    The feature key hashes the feature config; the file key hashes the file's resolved path, size
+    and modification time, so an edited file is recomputed. Writes are atomic.
+    """
+
+    def __init__(self, directory: str | Path, pipeline: AudioPipeline) -> None:
+        self.pipeline = pipeline
+        self.directory = Path(directory).expanduser() / pipeline.feature_key()
+        self.hits = self.misses = 0
+
+    def _file(self, path: Path) -> Path:
+        stat = path.stat()
+        ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        return self.directory / (hashlib.sha1(ident.encode()).hexdigest()[:24] + ".pt")
+
+    def get(self, path: str | Path) -> torch.Tensor:
+        """The cached features of `path`, computed and stored on a miss."""
+        from ..checkpoint import atomic_save
+
+        path = Path(path)
+        if not path.is_file():
+            raise AudioReadError(f"{path}: audio file not found")
+        target = self._file(path)
+        if target.is_file():
+            try:
+                features = torch.load(target, weights_only=True)
+                self.hits += 1
+                return features
+            except Exception:  # a damaged cache entry is recomputed, never trusted
+                target.unlink(missing_ok=True)
+        features = self.pipeline.extract(path)
+        atomic_save(features.clone(), target)
+        self.misses += 1
+        return features
