@@ -2,7 +2,9 @@
 
 Writes metrics.json into its own run dir and prints it. Uses the EMA weights when the
 checkpoint has them unless `weights=raw`. `+data.<key>=…` overrides the checkpoint's data config
-(e.g. another file for the split).
+(e.g. another file for the split); `quantize=int8` quantises the Linear layers (CPU);
+`generation.num_beams=…` etc. replace a seq2seq checkpoint's decoding options.
+`baseline=lead3 experiment=<name>` scores a baseline on that experiment's data instead.
 """
 
 from __future__ import annotations
@@ -22,19 +24,49 @@ register_resolvers()
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
 
-    from .runtime import load_for_inference, write_json
-    from .trainer import Trainer
+    from .runtime import write_json
 
     run_dir = Path(cfg.paths.output_dir)
-    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cfg.get("data"), splits=(cfg.split,))
-    if cfg.batch_size:
-        data.eval_batch_size = cfg.batch_size
-    trainer = Trainer(run_dir=run_dir, accelerator=cfg.accelerator, progress_bar=False)
-    metrics = trainer.evaluate(policy, data, cfg.split)
-    metrics = {**metrics, "ckpt": str(cfg.ckpt), "weights": cfg.weights}
+    if cfg.get("baseline"):
+        from .baselines import evaluate_baseline
+
+        metrics = evaluate_baseline(cfg, run_dir)
+    else:
+        metrics = _evaluate_checkpoint(cfg, run_dir)
     write_json(metrics, run_dir / "metrics.json")
     print(json.dumps(metrics, indent=2, sort_keys=True))
     log.info("metrics written to %s", run_dir / "metrics.json")
+    return metrics
+
+
+def _evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    from .quantize import quantize
+    from .runtime import load_for_inference
+    from .trainer import Trainer
+
+    if not cfg.get("ckpt"):
+        raise ValueError("ckpt is not set; set ckpt=<path to a checkpoint> "
+                         "(or baseline=lead3 experiment=<name> to score a baseline)")
+    if cfg.get("model") is not None:
+        raise ValueError("experiment=… only applies to baseline=…; a checkpoint carries its own config "
+                         "(override its data with +data.<key>=…)")
+    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cfg.get("data"), splits=(cfg.split,))
+    decoding = {k: v for k, v in (cfg.get("generation") or {}).items() if v is not None}
+    if decoding:
+        if not hasattr(policy, "generation"):
+            raise ValueError(f"generation.{next(iter(decoding))}=… applies to seq2seq checkpoints only")
+        policy.generation.update(decoding)
+    quantized = cfg.get("quantize") not in (None, "none")
+    policy = quantize(policy, cfg.get("quantize"))
+    if cfg.batch_size:
+        data.eval_batch_size = cfg.batch_size
+    trainer = Trainer(run_dir=run_dir, accelerator="cpu" if quantized else cfg.accelerator, progress_bar=False)
+    metrics = trainer.evaluate(policy, data, cfg.split)
+    metrics = {**metrics, "ckpt": str(cfg.ckpt), "weights": cfg.weights}
+    if quantized:
+        metrics["quantize"] = str(cfg.quantize)
+    if decoding:
+        metrics["generation"] = decoding
     return metrics
 
 

@@ -24,9 +24,11 @@ def predict(cfg: DictConfig) -> list[str]:
     import torch
     from torch.utils.data import DataLoader
 
+    from .quantize import quantize
     from .runtime import load_for_inference
 
     _, data, policy = load_for_inference(cfg.ckpt, cfg.weights)
+    policy = quantize(policy, cfg.get("quantize"))
     loader = DataLoader(data.predict_dataset(str(cfg.input)), batch_size=cfg.batch_size, collate_fn=data.collate)
     embeddings: list[torch.Tensor] = []
     hook = None

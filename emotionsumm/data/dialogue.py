@@ -1,0 +1,341 @@
+"""Dialogue summarization data: DialogSum / SAMSum rows, a BPE tokenizer, length-bucketed batches.
+
+Rows come from JSONL or JSON (SAMSum's list) files with a dialogue field and one or more summary
+fields: the first present is the training target, all present are references (DialogSum's test
+split has `summary1..3`). Sources and targets are truncated to `max_source_length` /
+`max_target_length` tokens (counted and logged); labels are padded with -100.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import Dataset
+
+from ..config import require_choice, require_range
+from . import tokenizers as toks
+from .readers import check_file, read_rows
+from .synthetic_dialogue import make_dialogues
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+LABEL_PAD = -100
+PREDICT_SUFFIXES = ("", ".jsonl", ".json", ".txt", ".text")
+
+
+class Dialogue(NamedTuple):
+    """One row: its id, the dialogue, its reference summaries (may be empty for prediction)."""
+
+    id: str
+    dialogue: str
+    references: list[str]
+
+
+class SummaryDataset(Dataset):
+    """Tokenized examples (`input_ids`, `labels`); evaluation examples also carry their texts."""
+
+    def __init__(self, examples: list[dict[str, Any]]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.examples[index]
+
+
+class LengthBuckets(Dataset):
+    """Whole training batches of similar source length: item i is a list of examples.
+
+    Examples are grouped into length bins `bucket_width` wide (relative: 0.2 = lengths within
+    20 % of each other), shuffled inside each bin with a seeded RNG and cut into batches of
+    `batch_size` (the leftovers of all bins, in length order, make the last batches). Padding
+    stays small while a batch still mixes unrelated dialogues (exact sorting would group
+    near-identical ones). The batches are fixed once; the trainer's sampler shuffles their order
+    every epoch (as fairseq does), deterministically per seed and epoch, resumable mid-epoch.
+    """
+
+    def __init__(self, examples: list[dict[str, Any]], batch_size: int, bucket_width: float = 0.2,
+                 seed: int = 0) -> None:
+        require_range("data.bucket_width", bucket_width, 0.01)
+        rng = random.Random(seed)
+        bins: dict[int, list[int]] = {}
+        for i, ex in enumerate(examples):
+            bins.setdefault(math.floor(math.log(len(ex["input_ids"])) / math.log1p(bucket_width)), []).append(i)
+        batches, leftovers = [], []
+        for key in sorted(bins):
+            members = bins[key]
+            rng.shuffle(members)
+            full = len(members) - len(members) % batch_size
+            batches += [members[s : s + batch_size] for s in range(0, full, batch_size)]
+            leftovers += members[full:]
+        leftovers.sort(key=lambda i: len(examples[i]["input_ids"]))
+        batches += [leftovers[s : s + batch_size] for s in range(0, len(leftovers), batch_size)]
+        self.batches = [[examples[i] for i in batch] for batch in batches]
+        self.num_examples = len(examples)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> list[dict[str, Any]]:
+        return self.batches[index]
+
+
+class DialogueSummaryData:
+    """Reads a summarization task and builds what the model and policy need.
+
+    With `tokenizer=None` a byte-level BPE is trained on the training split (cached by content,
+    speaker tags matching `keep_whole` kept as single tokens) and saved in the run dir; otherwise
+    the pretrained tokenizer of that name or directory is used. `state` (from a checkpoint)
+    fixes the tokenizer, so evaluate and predict need only the checkpoint.
+    With `bucket_by_length`, the training Dataset yields whole batches (see `LengthBuckets`), so
+    the attribute `batch_size` the trainer's loader uses is 1 and `examples_per_batch` is the
+    configured `data.batch_size`. `max_eval_examples` keeps a fixed random subset of the
+    validation split (generation is slow on CPU); the test split is always whole.
+    """
+
+    def __init__(self, files: dict[str, str | None], format: str | None = None, dialogue_field: str = "dialogue",
+                 summary_fields: Sequence[str] = ("summary",), id_field: str | None = None,
+                 tokenizer: str | None = None, vocab_size: int = 8000, min_frequency: int = 2,
+                 keep_whole: str | None = r"#\w+#", tokenizer_cache_dir: str | None = None,
+                 max_source_length: int = 512, max_target_length: int = 128, batch_size: int = 16,
+                 eval_batch_size: int | None = None, num_workers: int = 0, bucket_by_length: bool = True,
+                 bucket_width: float = 0.2,
+                 max_eval_examples: int | None = None, on_error: str = "raise", demo: bool = False, seed: int = 0,
+                 state: dict[str, Any] | None = None) -> None:
+        require_choice("data.on_error", on_error, ("raise", "skip"))
+        require_range("data.batch_size", batch_size, 1)
+        require_range("data.num_workers", num_workers, 0)
+        require_range("data.max_source_length", max_source_length, 8)
+        require_range("data.max_target_length", max_target_length, 4)
+        if not summary_fields:
+            raise ValueError("data.summary_fields is empty; name at least one summary field (e.g. [summary])")
+        self.files = dict(files)
+        self.format, self.dialogue_field, self.id_field = format, dialogue_field, id_field
+        self.summary_fields = [summary_fields] if isinstance(summary_fields, str) else list(summary_fields)
+        self.tokenizer_name, self.vocab_size, self.min_frequency = tokenizer, vocab_size, min_frequency
+        self.keep_whole, self.tokenizer_cache_dir = keep_whole, tokenizer_cache_dir
+        self.max_source_length, self.max_target_length = max_source_length, max_target_length
+        self.examples_per_batch = batch_size
+        self.bucket_by_length, self.bucket_width = bucket_by_length, bucket_width
+        self.batch_size = 1 if bucket_by_length else batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.max_eval_examples, self.on_error, self.demo, self.seed = max_eval_examples, on_error, demo, seed
+        self._tokenizer_json: str | None = (state or {}).get("tokenizer_json")
+        self.tokenizer: Any = None
+        self.datasets: dict[str, Dataset] = {}
+        self.stats: dict[str, dict[str, int]] = {}
+
+    # ---- reading ------------------------------------------------------------------------
+    def setup(self, run_dir: str | Path | None = None, splits: Sequence[str] = SPLITS) -> None:
+        """Read the requested splits, build the tokenizer, tokenize (and bucket the training split)."""
+        self._make_demo()
+        rows = {s: self.read(s) for s in splits if self.files.get(s) or s == "train"}
+        self._build_tokenizer(rows.get("train"), run_dir)
+        for split, split_rows in rows.items():
+            if split == "val" and self.max_eval_examples and len(split_rows) > self.max_eval_examples:
+                keep = sorted(random.Random(self.seed).sample(range(len(split_rows)), self.max_eval_examples))
+                log.info("val: a fixed random %d of %d dialogues (data.max_eval_examples)", len(keep), len(split_rows))
+                split_rows = [split_rows[i] for i in keep]
+                self.stats[split]["rows"] = len(split_rows)
+            examples = self._encode(split_rows, split, with_texts=split != "train")
+            if split == "train" and self.bucket_by_length:
+                self.datasets[split] = LengthBuckets(examples, self.examples_per_batch, self.bucket_width,
+                                                      self.seed)
+            else:  # evaluation: sorted by length (less padding); `index` restores the file order
+                examples.sort(key=lambda ex: len(ex["input_ids"]))
+                self.datasets[split] = SummaryDataset(examples)
+        log.info("data: %s", {s: self.stats[s] for s in rows})
+
+    def _make_demo(self) -> None:
+        if self.demo and self.files.get("train"):
+            make_dialogues(Path(str(self.files["train"])).parent)
+
+    def read(self, split: str) -> list[Dialogue]:
+        """The rows of a split; a bad row names its file and line (or is skipped and counted)."""
+        self._make_demo()
+        key = f"data.files.{split}"
+        path = check_file(self.files.get(split), key)
+        rows, skipped = [], []
+        for lineno, row in read_rows(path, self.format):
+            try:
+                rows.append(self._row(row, split, lineno, need_summary=True))
+            except ValueError as exc:
+                if self.on_error == "raise":
+                    raise ValueError(f"{path}:{lineno}: {exc}; fix the row, or set data.on_error=skip to skip "
+                                     "and count such rows") from None
+                skipped.append(f"{path.name}:{lineno} ({exc})")
+        if skipped:
+            log.warning("%s: skipped %d bad row(s) (data.on_error=skip): %s%s", key, len(skipped),
+                        "; ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
+        if not rows:
+            raise ValueError(f"{key}: split '{split}' is empty: {path} has no usable rows")
+        self.stats[split] = {"rows": len(rows), "skipped": len(skipped), "source_truncated": 0, "target_truncated": 0}
+        return rows
+
+    def _row(self, row: dict[str, Any], split: str, lineno: int, need_summary: bool) -> Dialogue:
+        dialogue = row.get(self.dialogue_field)
+        if dialogue is None and self.dialogue_field not in row:
+            raise ValueError(f"no field {self.dialogue_field!r} (data.dialogue_field); fields are {list(row)}")
+        dialogue = "" if dialogue is None else str(dialogue).replace("\r\n", "\n").strip()
+        if not dialogue:
+            raise ValueError(f"empty dialogue (data.dialogue_field={self.dialogue_field!r})")
+        refs = [str(row[f]).strip() for f in self.summary_fields if row.get(f) is not None]
+        if need_summary and (not refs or not all(refs)):
+            what = "empty summary" if refs else f"no summary field of {self.summary_fields}"
+            raise ValueError(f"{what} (data.summary_fields)")
+        ident = row.get(self.id_field) if self.id_field else row.get("fname", row.get("id"))
+        return Dialogue(str(ident) if ident is not None else f"{split}_{lineno}", dialogue, refs)
+
+    # ---- tokenizing ---------------------------------------------------------------------
+    def _build_tokenizer(self, train: list[Dialogue] | None, run_dir: str | Path | None) -> None:
+        if self._tokenizer_json is None and self.tokenizer_name:
+            self.tokenizer = toks.from_pretrained(self.tokenizer_name, key="data.tokenizer")
+            return
+        if self._tokenizer_json is None:
+            if train is None:
+                raise ValueError("a tokenizer must be trained but no training split was read (data.files.train)")
+            texts = [r.dialogue for r in train] + [r.references[0] for r in train]
+            self._tokenizer_json = toks.train_bpe_cached(texts, self.tokenizer_cache_dir, self.vocab_size,
+                                                         self.min_frequency, self.keep_whole)
+        self.tokenizer = toks.from_json(self._tokenizer_json)
+        if run_dir is not None:
+            self.tokenizer.save_pretrained(str(Path(run_dir) / "tokenizer"))
+
+    def _truncated_ids(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+        """Token ids cut to `max_length` (special tokens kept) and how many texts were cut."""
+        enc = self.tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
+        ids: list[list[int]] = [[] for _ in texts]
+        pieces = [0] * len(texts)
+        for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
+            pieces[sample] += 1
+            if pieces[sample] == 1:
+                ids[sample] = enc["input_ids"][row]
+        return ids, sum(n > 1 for n in pieces)
+
+    def _encode(self, rows: list[Dialogue], split: str, with_texts: bool) -> list[dict[str, Any]]:
+        sources, cut_sources = self._truncated_ids([r.dialogue for r in rows], self.max_source_length)
+        stats = self.stats.setdefault(split, {"rows": len(rows), "skipped": 0})
+        stats["source_truncated"] = cut_sources
+        if cut_sources:
+            log.info("%s: %d of %d dialogues truncated to data.max_source_length=%d tokens", split, cut_sources,
+                     len(rows), self.max_source_length)
+        targets: list[list[int]] | None = None
+        if all(r.references for r in rows):
+            targets, cut_targets = self._truncated_ids([r.references[0] for r in rows], self.max_target_length)
+            stats["target_truncated"] = cut_targets
+        examples = []
+        for i, row in enumerate(rows):
+            ex: dict[str, Any] = {"input_ids": sources[i]}
+            if targets is not None:
+                ex["labels"] = targets[i]
+            if with_texts:
+                ex.update(index=i, id=row.id, dialogue=row.dialogue, references=row.references)
+            examples.append(ex)
+        return examples
+
+    def collate(self, examples: list[Any]) -> dict[str, Any]:
+        """Pad to the longest example of the batch; labels with -100; texts as lists."""
+        if examples and isinstance(examples[0], list):  # whole batches from LengthBuckets
+            examples = [ex for batch in examples for ex in batch]
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ex["input_ids"]) for ex in examples)
+        ids = torch.full((len(examples), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, ex in enumerate(examples):
+            ids[row, : len(ex["input_ids"])] = torch.tensor(ex["input_ids"])
+            mask[row, : len(ex["input_ids"])] = 1
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if "labels" in examples[0]:
+            labels = torch.full((len(examples), max(len(ex["labels"]) for ex in examples)), LABEL_PAD,
+                                dtype=torch.long)
+            for row, ex in enumerate(examples):
+                labels[row, : len(ex["labels"])] = torch.tensor(ex["labels"])
+            batch["labels"] = labels
+        if "index" in examples[0]:
+            batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
+            batch["ids"] = [ex["id"] for ex in examples]
+            batch["dialogues"] = [ex["dialogue"] for ex in examples]
+            batch["references"] = [ex["references"] for ex in examples]
+        return batch
+
+    # ---- prediction inputs --------------------------------------------------------------
+    def predict_dataset(self, source: str) -> SummaryDataset:
+        """Inputs for `predict`: JSONL (or a JSON list) with a dialogue field, or one plain-text
+        dialogue, from a file or stdin ('-'); anything else says what was expected."""
+        expected = (f"expected JSONL with a {self.dialogue_field!r} field per line (data.dialogue_field), "
+                    "or a plain-text dialogue")
+        name = "stdin" if source == "-" else source
+        if source == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            path = Path(source).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"input: file not found: {path} (set input=<file> or input=- for stdin)")
+            if path.suffix.lower() not in PREDICT_SUFFIXES:
+                raise ValueError(f"input: {path} has suffix {path.suffix!r}; {expected} (.jsonl, .json or .txt)")
+            raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"input: {name} is not UTF-8 text; {expected}") from None
+        if not text.strip() or "\x00" in text:
+            raise ValueError(f"input: {name} {'is empty' if not text.strip() else 'is binary'}; {expected}")
+        if text.lstrip()[0] in "{[":
+            rows = self._json_inputs(text, name, expected)
+        else:
+            rows = [Dialogue("0", text.replace("\r\n", "\n").strip(), [])]
+        return SummaryDataset(self._encode(rows, "predict", with_texts=True))
+
+    def _json_inputs(self, text: str, name: str, expected: str) -> list[Dialogue]:
+        stripped = text.lstrip()
+        if stripped[0] == "[":
+            try:
+                items = list(enumerate(json.loads(stripped), start=1))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"input: {name} is not valid JSON ({exc.msg}); {expected}") from None
+        else:
+            items = []
+            for lineno, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"input: {name}:{lineno}: not valid JSON ({exc.msg}); {expected}") from None
+        rows = []
+        for lineno, item in items:
+            if not isinstance(item, dict):
+                raise ValueError(f"input: {name}:{lineno}: a JSON {type(item).__name__}, not an object; {expected}")
+            try:
+                rows.append(self._row(item, "predict", lineno, need_summary=False))
+            except ValueError as exc:
+                raise ValueError(f"input: {name}:{lineno}: {exc}; {expected}") from None
+        return rows
+
+    # ---- what the trainer, model and policy need ------------------------------------------
+    def dataset(self, split: str) -> Dataset | None:
+        return self.datasets.get(split)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        tok = self.tokenizer
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
+        eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+        return {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "bos_token_id": bos, "eos_token_id": eos,
+                "max_source_length": self.max_source_length, "max_target_length": self.max_target_length}
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tokenizer_json": self._tokenizer_json}

@@ -1,0 +1,39 @@
+"""Post-training dynamic int8 quantisation of the Linear layers, for faster CPU inference.
+
+`quantize=int8` in evaluate/predict. Weights are stored as int8 and activations are quantised on
+the fly per batch; embeddings, LayerNorms and attention score products stay float. torchao (the
+maintained successor, `torchao.quantization.quantize_`) is not a dependency of this project, so
+this uses `torch.ao.quantization.quantize_dynamic`, which PyTorch marks deprecated: the warning
+is logged once here instead of being printed at every call. CPU only.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+from .config import require_choice
+
+log = logging.getLogger(__name__)
+
+MODES = ("none", "int8")
+
+
+def quantize(module: nn.Module, mode: str | None) -> nn.Module:
+    """`module` with its Linear layers dynamically quantised to int8 (`mode=int8`), or unchanged."""
+    mode = "none" if mode is None else str(mode)
+    require_choice("quantize", mode, MODES)
+    if mode == "none":
+        return module
+    if any(p.device.type != "cpu" for p in module.parameters()):
+        raise ValueError("quantize=int8 runs on CPU only; move the model to CPU (accelerator=cpu)")
+    log.warning("quantize=int8: torch.ao.quantization.quantize_dynamic (deprecated by PyTorch in favour of "
+                "torchao, which is not installed here); Linear layers -> dynamic int8, CPU only")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        quantized = torch.ao.quantization.quantize_dynamic(module.eval(), {nn.Linear}, dtype=torch.qint8)
+    return quantized
