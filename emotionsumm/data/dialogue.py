@@ -199,18 +199,11 @@ class DialogueSummaryData:
 
     # ---- tokenizing ---------------------------------------------------------------------
     def _build_tokenizer(self, train: list[Dialogue] | None, run_dir: str | Path | None) -> None:
-        if self._tokenizer_json is None and self.tokenizer_name:
-            self.tokenizer = toks.from_pretrained(self.tokenizer_name, key="data.tokenizer")
-            return
-        if self._tokenizer_json is None:
-            if train is None:
-                raise ValueError("a tokenizer must be trained but no training split was read (data.files.train)")
-            texts = [r.dialogue for r in train] + [r.references[0] for r in train]
-            self._tokenizer_json = toks.train_bpe_cached(texts, self.tokenizer_cache_dir, self.vocab_size,
-                                                         self.min_frequency, self.keep_whole)
-        self.tokenizer = toks.from_json(self._tokenizer_json)
-        if run_dir is not None:
-            self.tokenizer.save_pretrained(str(Path(run_dir) / "tokenizer"))
+        texts = [r.dialogue for r in train] + [r.references[0] for r in train] if train is not None else None
+        self.tokenizer, self._tokenizer_json = toks.build(
+            self._tokenizer_json, self.tokenizer_name,
+            (lambda: toks.train_bpe_cached(texts, self.tokenizer_cache_dir, self.vocab_size, self.min_frequency,
+                                           self.keep_whole)) if texts is not None else None, run_dir)
 
     def _truncated_ids(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
         """Token ids cut to `max_length` (special tokens kept) and how many texts were cut."""
@@ -248,13 +241,7 @@ class DialogueSummaryData:
         """Pad to the longest example of the batch; labels with -100; texts as lists."""
         if examples and isinstance(examples[0], list):  # whole batches from LengthBuckets
             examples = [ex for batch in examples for ex in batch]
-        pad = self.tokenizer.pad_token_id
-        width = max(len(ex["input_ids"]) for ex in examples)
-        ids = torch.full((len(examples), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(examples), width), dtype=torch.long)
-        for row, ex in enumerate(examples):
-            ids[row, : len(ex["input_ids"])] = torch.tensor(ex["input_ids"])
-            mask[row, : len(ex["input_ids"])] = 1
+        ids, mask = toks.pad_ids([ex["input_ids"] for ex in examples], self.tokenizer.pad_token_id)
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if "labels" in examples[0]:
             labels = torch.full((len(examples), max(len(ex["labels"]) for ex in examples)), LABEL_PAD,

@@ -112,18 +112,11 @@ class TextClassificationData(ClassificationData):
         return texts, pairs, labels
 
     def _build_tokenizer(self, train: tuple | None, run_dir: str | Path | None) -> None:
-        if self._tokenizer_json is None and self.tokenizer_name:
-            self.tokenizer = toks.from_pretrained(self.tokenizer_name, key="data.tokenizer")
-            return
-        if self._tokenizer_json is None:
-            if train is None:
-                raise ValueError("a tokenizer must be trained but no training split was read (data.files.train)")
-            texts, pairs, _ = train
-            self._tokenizer_json = toks.train_wordpiece_cached(texts + (pairs or []), self.tokenizer_cache_dir,
-                                                               vocab_size=self.vocab_size)
-        self.tokenizer = toks.from_json(self._tokenizer_json)
-        if run_dir is not None:
-            self.tokenizer.save_pretrained(str(Path(run_dir) / "tokenizer"))
+        texts = (train[0] + (train[1] or [])) if train is not None else None
+        self.tokenizer, self._tokenizer_json = toks.build(
+            self._tokenizer_json, self.tokenizer_name,
+            (lambda: toks.train_wordpiece_cached(texts, self.tokenizer_cache_dir, vocab_size=self.vocab_size))
+            if texts is not None else None, run_dir)
 
     def _encode(self, texts: list[str], pairs: list[str] | None, labels: list[int] | None) -> EncodedDataset:
         enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length,
@@ -152,14 +145,7 @@ class TextClassificationData(ClassificationData):
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Pad to the longest example of the batch (dynamic padding)."""
-        pad = self.tokenizer.pad_token_id
-        width = max(len(ex["input_ids"]) for ex in examples)
-        ids = torch.full((len(examples), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(examples), width), dtype=torch.long)
-        for row, ex in enumerate(examples):
-            n = len(ex["input_ids"])
-            ids[row, :n] = torch.tensor(ex["input_ids"])
-            mask[row, :n] = 1
+        ids, mask = toks.pad_ids([ex["input_ids"] for ex in examples], self.tokenizer.pad_token_id)
         batch = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in examples[0]:
             types = torch.zeros_like(ids)

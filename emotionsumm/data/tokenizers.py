@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -123,3 +124,31 @@ def from_pretrained(name_or_path: str, key: str = "model.pretrained") -> PreTrai
     if looks_local and not Path(name_or_path).expanduser().is_dir():
         raise FileNotFoundError(f"{key}: pretrained directory not found: {name_or_path}")
     return AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if looks_local else name_or_path)
+
+
+def build(tokenizer_json: str | None, name: str | None, train: Callable[[], str] | None,
+          run_dir: str | Path | None) -> tuple[PreTrainedTokenizerFast, str | None]:
+    """(tokenizer, its JSON): the checkpoint's JSON wins, then the pretrained `name` (data.tokenizer),
+    else `train()` on the training split (None: no training split was read). A JSON tokenizer is
+    saved to `<run_dir>/tokenizer`."""
+    if tokenizer_json is None and name:
+        return from_pretrained(name, key="data.tokenizer"), None
+    if tokenizer_json is None:
+        if train is None:
+            raise ValueError("a tokenizer must be trained but no training split was read (data.files.train)")
+        tokenizer_json = train()
+    tokenizer = from_json(tokenizer_json)
+    if run_dir is not None:
+        tokenizer.save_pretrained(str(Path(run_dir) / "tokenizer"))
+    return tokenizer, tokenizer_json
+
+
+def pad_ids(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both [len(sequences), longest]: right-padded with `pad_id` (dynamic padding)."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
