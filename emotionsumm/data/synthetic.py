@@ -6,10 +6,45 @@ Files are written atomically into a cache dir and then read by the same readers 
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint import atomic_write_text
+
+MARKER = ".complete"  # written last into a generated directory: its presence means the set is complete
+
+
+def write_directory_once(directory: str | Path, fill: Callable[[Path], None], description: str) -> Path:
+    """Generate a demo set into `directory` unless it is complete already; return the directory.
+
+    `fill(tmp)` writes into a temporary sibling that is then renamed into place, so concurrent
+    first uses (or a crash) never leave a half-written set.
+    """
+    directory = Path(directory)
+    if (directory / MARKER).is_file():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}.", dir=directory.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; the demo set is ordinary data
+    try:
+        fill(tmp)
+        (tmp / MARKER).write_text(description + "\n")
+        try:
+            os.rename(tmp, directory)
+        except OSError:  # another process finished first (or the dir exists): keep theirs
+            if not (directory / MARKER).is_file():
+                raise FileExistsError(f"{directory} exists but is not a complete demo set (no {MARKER}); "
+                                      "delete it to regenerate it") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
 
 EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 

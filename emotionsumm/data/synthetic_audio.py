@@ -39,7 +39,7 @@ EMOTIONS = list(PROSODY)
 SPEAKER_F0 = [100.0, 112.0, 125.0, 140.0, 165.0, 185.0, 205.0, 225.0]  # base pitch of each speaker (Hz)
 
 
-def _clip(rng: np.random.Generator, prosody: Prosody, f0: float, timbre: float, sample_rate: int,
+def synthesize_clip(rng: np.random.Generator, prosody: Prosody, f0: float, timbre: float, sample_rate: int,
           duration: float) -> np.ndarray:
     """One voiced utterance: harmonics of a moving f0 under a syllable envelope, plus breath noise."""
     t = np.arange(int(sample_rate * duration)) / sample_rate
@@ -89,7 +89,7 @@ def make_audio_emotion(directory: str | Path, clips_per_speaker: int = 8, num_sp
         for c, emotion in enumerate(EMOTIONS):
             for k in range(clips_per_speaker):
                 rng = np.random.default_rng([seed, s, c, k])
-                wave = _clip(rng, PROSODY[emotion], SPEAKER_F0[s], timbre, sample_rate, duration)
+                wave = synthesize_clip(rng, PROSODY[emotion], SPEAKER_F0[s], timbre, sample_rate, duration)
                 name = f"wav/{speaker}_{emotion}_{k:02d}.wav"
                 tmp = directory / f"wav/.tmp-{os.getpid()}-{speaker}_{emotion}_{k:02d}.wav"
                 sf.write(str(tmp), wave, sample_rate, subtype="PCM_16")

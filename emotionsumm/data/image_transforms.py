@@ -1,0 +1,206 @@
+"""One image's way from a file (or a pixel array) to a normalised tensor, independent of labels.
+
+`ImagePipeline` loads with PIL, converts to the configured channels (RGB, RGBA, palette, grey all
+accepted), resizes, augments in training only (torchvision v2, torch's global RNG, so a seeded run is
+reproducible) and normalises with a per-channel mean/std. The classification data and the
+multimodal data both use it, so an image is treated the same whatever dataset it comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+NORMALIZE = ("train", "imagenet", "none")
+# the statistics torchvision's ImageNet weights were trained with (per RGB channel)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AUGMENT_KEYS = ("crop_scale", "crop_ratio", "hflip", "rotation", "brightness", "contrast")
+
+
+class ImageReadError(ValueError):
+    """An image file that is missing, empty, corrupt or not an image; the message names the file."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: cannot read the image ({reason})")
+        self.where, self.reason = where, reason
+
+
+def pair(size: int | Sequence[int], key: str = "data.image_size") -> tuple[int, int]:
+    """(height, width) from an int or a [height, width] pair."""
+    hw = (int(size), int(size)) if isinstance(size, int | float) else tuple(int(s) for s in size)
+    if len(hw) != 2 or min(hw) < 1:
+        raise ValueError(f"{key}={size!r} is out of range; allowed: a positive int or [height, width]")
+    return hw
+
+
+def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
+    """ImageNet mean/std for 3 channels, or their average for a grey (1-channel) input."""
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [float(np.mean(IMAGENET_MEAN))], [float(np.mean(IMAGENET_STD))]
+
+
+def build_augmentation(size: tuple[int, int], augment: Mapping[str, Any] | None) -> v2.Transform | None:
+    """Training-time augmentation on uint8 tensors: random resized crop, horizontal flip, small rotation,
+    brightness/contrast jitter (lighting differs between subjects and cameras).
+
+    `augment` keys: `crop_scale` [min, max] area fraction (null = no crop), `crop_ratio` [min, max]
+    aspect ratio, `hflip` probability, `rotation` max degrees, `brightness`/`contrast` max relative
+    change (0.2 = ±20 %). None or {} = no augmentation.
+    """
+    augment = dict(augment or {})
+    unknown = set(augment) - set(AUGMENT_KEYS)
+    if unknown:
+        raise ValueError(f"data.augment has unknown key(s) {sorted(unknown)}; allowed: {list(AUGMENT_KEYS)}")
+    steps: list[v2.Transform] = []
+    if augment.get("crop_scale"):
+        scale = tuple(float(s) for s in augment["crop_scale"])
+        ratio = tuple(float(r) for r in augment.get("crop_ratio") or (0.9, 1.1))
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"data.augment.crop_scale={list(scale)} is out of range; allowed: [min, max] in (0, 1]")
+        steps.append(v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True))
+    hflip = float(augment.get("hflip") or 0.0)
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"data.augment.hflip={hflip} is out of range; allowed: [0, 1]")
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    rotation = float(augment.get("rotation") or 0.0)
+    if rotation < 0:
+        raise ValueError(f"data.augment.rotation={rotation} is out of range; allowed: >= 0 degrees")
+    if rotation > 0:
+        steps.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR))
+    jitter = {k: float(augment.get(k) or 0.0) for k in ("brightness", "contrast")}
+    if any(v < 0 or v >= 1 for v in jitter.values()):
+        raise ValueError(f"data.augment brightness/contrast={list(jitter.values())} are out of range; allowed: [0, 1)")
+    if any(jitter.values()):
+        steps.append(v2.ColorJitter(brightness=jitter["brightness"] or None, contrast=jitter["contrast"] or None))
+    return v2.Compose(steps) if steps else None
+
+
+class ImagePipeline:
+    """Load → convert channels → resize (→ histogram-equalise) (uint8 [C, H, W]); then augment (training)
+    → normalise (float).
+
+    `load`/`from_array` give the deterministic uint8 image (what a dataset may keep in memory);
+    calling the pipeline on it (or on a path) gives the model's input. `mean`/`std` are set by
+    `fit_normalization` on the training images, or given (e.g. the pretrained weights' own).
+    `equalize` (histogram equalisation, per image and channel) evens out skin tone, lighting and camera
+    contrast between subjects, a classic step of facial-expression pipelines.
+    """
+
+    def __init__(self, channels: int = 1, image_size: int | Sequence[int] = 48,
+                 augment: Mapping[str, Any] | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, equalize: bool = False) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels={channels} is not allowed; choose 1 (grey) or 3 (RGB)")
+        self.channels = channels
+        self.size = pair(image_size)
+        self.augmentation = build_augmentation(self.size, augment)
+        self.equalize = equalize
+        self.mean: list[float] | None = None
+        self.std: list[float] | None = None
+        if mean is not None or std is not None:
+            self.set_normalization(mean, std)
+
+    # ---- decoding (deterministic) ------------------------------------------------------------
+    def load(self, path: str | Path, where: str | None = None) -> torch.Tensor:
+        """The file as uint8 [C, H, W] at the configured size; ImageReadError names `where` (or the path)."""
+        from PIL import Image, UnidentifiedImageError
+
+        where = where or str(path)
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return self._from_pil(image)
+        except FileNotFoundError:
+            raise ImageReadError(where, "file not found") from None
+        except UnidentifiedImageError:
+            size = Path(path).stat().st_size if Path(path).is_file() else 0
+            raise ImageReadError(where, "empty file" if size == 0 else "not an image PIL can decode") from None
+        except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+            raise ImageReadError(where, f"corrupt image data: {exc}") from None
+
+    def from_array(self, array: np.ndarray, where: str = "<array>") -> torch.Tensor:
+        """A uint8 [H, W] or [H, W, C] array (e.g. a FER2013 `pixels` row) as uint8 [C, H, W]."""
+        from PIL import Image
+
+        return self._from_pil(Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)))
+
+    def _from_pil(self, image: Any) -> torch.Tensor:
+        from PIL import Image
+
+        if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit/float greys: rescale to 8 bits
+            values = np.asarray(image, dtype=np.float64)
+            top = values.max() if values.max() > 0 else 1.0
+            image = Image.fromarray(np.round(values / top * 255).astype(np.uint8))
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(background, image)  # transparent pixels become black, not random
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+        if tuple(tensor.shape[-2:]) != self.size:
+            tensor = v2.functional.resize(tensor, list(self.size), antialias=True)
+        return v2.functional.equalize(tensor) if self.equalize else tensor
+
+    # ---- normalisation -----------------------------------------------------------------------
+    def set_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        mean_l = [float(m) for m in (mean or [])]
+        std_l = [float(s) for s in (std or [])]
+        if len(mean_l) != self.channels or len(std_l) != self.channels or min(std_l) <= 0:
+            raise ValueError(f"data.mean={mean_l} / data.std={std_l} need {self.channels} value(s) each "
+                             f"(data.channels={self.channels}) and a positive std")
+        self.mean, self.std = mean_l, std_l
+
+    def choose_normalization(self, mode: str, train_images: Callable[[], Iterable[Any]] | None) -> None:
+        """Statistics for `data.normalize`: `train` (computed on the training images), `imagenet`
+        (the pretrained weights' own) or `none`. Statistics already set (given, or from a checkpoint) win."""
+        if mode not in NORMALIZE:
+            raise ValueError(f"data.normalize={mode!r} is not allowed; choose one of {list(NORMALIZE)}")
+        if self.mean is not None or mode == "none":
+            return
+        if mode == "imagenet":
+            self.set_normalization(*imagenet_stats(self.channels))
+            return
+        if train_images is None:
+            raise ValueError("data.normalize=train needs the training split (or statistics from a checkpoint)")
+        self.fit_normalization(train_images())
+
+    def fit_normalization(self, images: Iterable[torch.Tensor | str | Path]) -> None:
+        """Per-channel mean and (population) std of the pixels in [0, 1] of the given, unaugmented images."""
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        squares = torch.zeros(self.channels, dtype=torch.float64)
+        count = 0
+        for image in images:
+            pixels = self._uint8(image).double().div_(255).flatten(1)
+            total += pixels.sum(1)
+            squares += pixels.square().sum(1)
+            count += pixels.shape[1]
+        if count == 0:
+            raise ValueError("cannot compute data.mean/data.std: the training split has no image")
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+        self.mean, self.std = mean.tolist(), std.tolist()
+
+    # ---- the model's input -------------------------------------------------------------------
+    def _uint8(self, image: torch.Tensor | str | Path) -> torch.Tensor:
+        return image if isinstance(image, torch.Tensor) else self.load(image)
+
+    def __call__(self, image: torch.Tensor | str | Path, train: bool = False) -> torch.Tensor:
+        """Float [C, H, W]: augmented only when `train`, then normalised (if statistics are set)."""
+        tensor = self._uint8(image)
+        if train and self.augmentation is not None:
+            tensor = self.augmentation(tensor)
+        out = tensor.float().div_(255)
+        if self.mean is not None:
+            mean = torch.tensor(self.mean).view(-1, 1, 1)
+            std = torch.tensor(self.std).view(-1, 1, 1)
+            out = out.sub_(mean).div_(std)
+        return out

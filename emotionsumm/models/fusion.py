@@ -1,0 +1,107 @@
+"""Multimodal fusion: one encoder per modality (the single-modality models) and a fusion head.
+
+Every encoder is a single-modality classifier built from its own model config (`model.encoders.<m>`),
+so it brings `features(...)` (its pooled vector) and `head` (its own logits). Fusion:
+- `late`: a learned softmax-weighted average of the per-modality logits over the present modalities;
+- `concat`: the features (zeros where a modality is missing) concatenated into an MLP;
+- `attention`: each modality's features projected to `hidden`, plus a learned modality embedding,
+  scored, softmax over the present modalities, and the weighted sum classified by an MLP.
+Modality dropout hides each present modality of a training example with probability
+`modality_dropout` (never all of them), so the model learns to cope with missing ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+FUSIONS = ("late", "concat", "attention")
+# what the data calls a modality's inputs in a batch (`<modality>_<name>`) -> the encoder's argument
+INPUTS = {"text": {"input_ids": "input_ids", "attention_mask": "attention_mask"}, "audio": {"features": "features"},
+          "image": {"pixels": "pixels"}}
+
+
+class FusionClassifier(nn.Module):
+    """`encoders[m]` (model configs) for each modality in `modalities`, fused by `fusion`."""
+
+    def __init__(self, num_classes: int, modalities: Sequence[str], encoders: Mapping[str, Any],
+                 encoder_kwargs: Mapping[str, Mapping[str, Any]] | None = None, fusion: str = "attention",
+                 hidden: int = 128, dropout: float = 0.2, modality_dropout: float = 0.0) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"model.fusion={fusion!r} is not allowed; choose one of {list(FUSIONS)}")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"model.modality_dropout={modality_dropout} is out of range; allowed: [0, 1)")
+        missing = [m for m in modalities if m not in encoders or encoders[m] is None]
+        if missing:
+            raise ValueError(f"model.encoders has no config for modality {missing}; add e.g. "
+                             f"model@model.encoders.{missing[0]}=<model config>, or drop it from data.modalities")
+        self.modalities, self.fusion, self.modality_dropout = list(modalities), fusion, modality_dropout
+        kwargs = encoder_kwargs or {}
+        self.encoders = nn.ModuleDict({m: instantiate(encoders[m], num_classes=num_classes, **kwargs.get(m, {}))
+                                       for m in self.modalities})
+        dims = {m: self.encoders[m].head[-1].in_features for m in self.modalities}
+        if fusion != "late":  # the encoders' own heads would be unused parameters (DDP rejects those)
+            for encoder in self.encoders.values():
+                encoder.head = nn.Identity()
+        self.pooled = nn.Identity()  # hook point: its output is the fused embedding (predict export_embeddings)
+        if fusion == "late":
+            self.weights = nn.Parameter(torch.zeros(len(self.modalities)))
+        elif fusion == "concat":
+            self.head = _mlp(sum(dims.values()), hidden, num_classes, dropout)
+        else:
+            self.project = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in self.modalities})
+            self.modality_embedding = nn.Parameter(torch.zeros(len(self.modalities), hidden))
+            self.score = nn.Sequential(nn.Tanh(), nn.Linear(hidden, 1))
+            self.head = _mlp(hidden, hidden, num_classes, dropout)
+        self.last_weights: torch.Tensor | None = None  # [B, M] fusion weights of the last batch (inspection)
+
+    def _drop_modalities(self, present: torch.Tensor) -> torch.Tensor:
+        """Training only: hide each present modality with probability p, keeping at least one per example."""
+        if not self.training or self.modality_dropout == 0 or present.shape[1] == 1:
+            return present
+        keep = present & (torch.rand(present.shape, device=present.device) >= self.modality_dropout)
+        return torch.where(keep.any(dim=1, keepdim=True), keep, present)
+
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        feats, present = {}, []
+        for m in self.modalities:
+            inputs = {arg: batch[f"{m}_{key}"] for key, arg in INPUTS[m].items()}
+            feats[m] = self.encoders[m].features(**inputs)
+            present.append(batch[f"{m}_mask"].bool())
+        mask = self._drop_modalities(torch.stack(present, dim=1))  # [B, M]
+        if self.fusion == "late":
+            logits = torch.stack([self.encoders[m].head(feats[m]) for m in self.modalities], dim=1)  # [B, M, C]
+            weights = self.weights.softmax(0).expand_as(mask).masked_fill(~mask, 0)
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            self.pooled(torch.cat([feats[m] * mask[:, i, None] for i, m in enumerate(self.modalities)], dim=1))
+            self.last_weights = weights.detach()
+            return (weights.unsqueeze(-1) * logits).sum(dim=1)
+        if self.fusion == "concat":
+            joint = torch.cat([feats[m] * mask[:, i, None] for i, m in enumerate(self.modalities)], dim=1)
+            return self.head(self.pooled(joint))
+        tokens = torch.stack([self.project[m](feats[m]) for m in self.modalities], dim=1) + self.modality_embedding
+        scores = self.score(tokens).squeeze(-1).masked_fill(~mask, float("-inf"))  # [B, M]
+        weights = scores.softmax(dim=1)
+        self.last_weights = weights.detach()
+        return self.head(self.pooled((weights.unsqueeze(-1) * tokens).sum(dim=1)))
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        """Each encoder's own freezing schedule; True if any trainable set changed."""
+        changed = [bool(getattr(enc, "on_epoch_start", lambda _e: False)(epoch)) for enc in self.encoders.values()]
+        return any(changed)
+
+    def param_parts(self) -> dict[str, tuple[str, ...]]:
+        parts = {m: (f"encoders.{m}.",) for m in self.modalities}
+        parts["fusion"] = tuple(p for p in ("weights", "head.", "project.", "modality_embedding", "score.")
+                                if any(n.startswith(p) for n, _ in self.named_parameters()))
+        return parts
+
+
+def _mlp(inputs: int, hidden: int, outputs: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(inputs, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, outputs))
