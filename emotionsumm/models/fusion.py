@@ -64,8 +64,11 @@ class FusionClassifier(nn.Module):
         """Training only: hide each present modality with probability p, keeping at least one per example."""
         if not self.training or self.modality_dropout == 0 or present.shape[1] == 1:
             return present
-        keep = present & (torch.rand(present.shape, device=present.device) >= self.modality_dropout)
-        return torch.where(keep.any(dim=1, keepdim=True), keep, present)
+        draw = torch.rand(present.shape, device=present.device)
+        keep = present & (draw >= self.modality_dropout)
+        # an example that lost all its modalities keeps one present modality, chosen at random
+        one = nn.functional.one_hot(draw.masked_fill(~present, -1).argmax(dim=1), present.shape[1]).bool()
+        return torch.where(keep.any(dim=1, keepdim=True), keep, one & present)
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         feats, present = {}, []
