@@ -16,23 +16,14 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
+from common import compose_experiment, timed
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-
-from emotionsumm.config import CONFIG_DIR, register_resolvers
-
-
-def compose_experiment(experiment: str, overrides: list[str]) -> DictConfig:
-    register_resolvers()
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"experiment={experiment}", *overrides])
 
 
 def build(cfg: DictConfig, cache_dir: Path | None) -> Any:
@@ -50,12 +41,6 @@ def epoch(data: Any, step: Callable[[dict[str, torch.Tensor]], None] | None = No
     for batch in loader:
         if step is not None:
             step(batch)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def trainer_step(cfg: DictConfig, data: Any) -> Callable[[dict[str, torch.Tensor]], None]:

@@ -7,6 +7,10 @@ batches. For each decoding setting the fp32 and int8 models take turns batch by 
 load on a shared machine slows both alike; summaries/s and generated tokens/s are totals over
 the batches. Prints every setting, the int8/fp32 and cache on/off speed ratios, and the ROUGE
 of each model (int8 - fp32 difference); the last line is a JSON object with all of it.
+
+`--torchao` adds a third model quantised with torchao's maintained API (`quantize_` with
+`Int8DynamicActivationInt8WeightConfig`), if torchao is importable (it is not a dependency):
+the check of whether it delivers on CPU in eager mode, which decides what `quantize=int8` uses.
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ def run_pair(models: dict[str, Any], inputs: list[dict[str, Any]], options: dict
     return stats
 
 
+def torchao_int8(policy: Any) -> Any:
+    """The policy with its Linear layers quantised by torchao (dynamic int8 activations, int8 weights)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantize_(policy.eval(), Int8DynamicActivationInt8WeightConfig())
+    return policy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True, help="a summarization checkpoint")
@@ -58,12 +70,15 @@ def main() -> None:
     parser.add_argument("--min-new-tokens", type=int, default=0,
                         help="force this many tokens (e.g. = --max-new-tokens for an untrained checkpoint)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
+    parser.add_argument("--torchao", action="store_true", help="also time torchao's int8 (needs torchao installed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     _, data, fp32 = load_for_inference(args.ckpt, splits=(args.split,))
     _, _, int8 = load_for_inference(args.ckpt, splits=())
     models = {"fp32": fp32, "int8": quantize(int8, "int8")}
+    if args.torchao:
+        models["int8_torchao"] = torchao_int8(load_for_inference(args.ckpt, splits=())[2])
     inputs = batches(data, args.split, args.n, args.batch_size)
     base = {"max_new_tokens": args.max_new_tokens or fp32.generation["max_new_tokens"],
             "min_new_tokens": args.min_new_tokens}
@@ -86,14 +101,20 @@ def main() -> None:
     ratios = {}
     for decoding in DECODING:
         for cache in ("on", "off"):
-            f, q = settings[f"fp32/{decoding}/cache_{cache}"], settings[f"int8/{decoding}/cache_{cache}"]
-            ratios[f"int8_speedup/{decoding}/cache_{cache}"] = q["summaries_per_s"] / f["summaries_per_s"]
-        for name in ("fp32", "int8"):
+            f = settings[f"fp32/{decoding}/cache_{cache}"]
+            for name in models:
+                if name != "fp32":
+                    q = settings[f"{name}/{decoding}/cache_{cache}"]
+                    ratios[f"{name}_speedup/{decoding}/cache_{cache}"] = q["summaries_per_s"] / f["summaries_per_s"]
+        for name in models:
             on, off = settings[f"{name}/{decoding}/cache_on"], settings[f"{name}/{decoding}/cache_off"]
             ratios[f"cache_speedup/{name}/{decoding}"] = on["summaries_per_s"] / off["summaries_per_s"]
-        f, q = settings[f"fp32/{decoding}/cache_on"], settings[f"int8/{decoding}/cache_on"]
-        ratios[f"rougeL_diff_int8_minus_fp32/{decoding}"] = q["rougeL"] - f["rougeL"]
-        ratios[f"rouge1_diff_int8_minus_fp32/{decoding}"] = q["rouge1"] - f["rouge1"]
+        f = settings[f"fp32/{decoding}/cache_on"]
+        for name in models:
+            if name != "fp32":
+                q = settings[f"{name}/{decoding}/cache_on"]
+                ratios[f"rougeL_diff_{name}_minus_fp32/{decoding}"] = q["rougeL"] - f["rougeL"]
+                ratios[f"rouge1_diff_{name}_minus_fp32/{decoding}"] = q["rouge1"] - f["rouge1"]
     for key, value in ratios.items():
         print(f"{key:40s} {value:+.3f}" if "diff" in key else f"{key:40s} {value:.2f}x")
     results["ratios"] = ratios
