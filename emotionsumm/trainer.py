@@ -375,8 +375,9 @@ class Trainer:
     def _validate_and_checkpoint(self, loader: DataLoader) -> dict[str, float]:
         metrics = self._evaluate_weights(loader, "val", self.limit_val_batches)
         self._last_val_step = self.step
+        shown = {"acc", "macro_f1", "loss", "encoder_gain", self.monitor.split("/")[-1]}  # + the monitored one
         log.info("step %d: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                                     if k.split("/")[-1] in ("acc", "macro_f1", "loss")))
+                                                     if k.split("/")[-1] in shown))
         self._update_early_stopping(metrics)
         self._save(metrics)
         return metrics

@@ -243,6 +243,26 @@ def test_generation_honours_max_new_tokens_and_rouge_sees_only_raw_references(tm
     assert set(policy.compute_metrics(state)) >= {"rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "gen_len"}
 
 
+def test_encoder_gain_is_zero_exactly_when_the_decoder_cannot_see_the_dialogue(tmp_path):
+    val = write_jsonl(tmp_path / "v.jsonl", ROWS)
+    data = make_data(tmp_path, ROWS, bucket_by_length=False, files={"val": str(val)})
+    data.setup(None, ("train", "val"))
+    policy = tiny_policy(data).eval()
+    batch = data.collate([data.dataset("val")[i] for i in range(4)])  # four cities: four different dialogues
+
+    def gain() -> float:
+        state = policy.eval_state()
+        policy.evaluation_step(batch, state)
+        return policy.compute_metrics(state)["encoder_gain"]
+
+    assert gain() != 0.0
+    with torch.no_grad():  # cut every cross-attention: the decoder is a plain language model
+        for layer in policy.model.net.model.decoder.layers:
+            layer.encoder_attn.out_proj.weight.zero_()
+            layer.encoder_attn.out_proj.bias.zero_()
+    assert gain() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_freezing_embeddings_and_first_encoder_layers_until_an_epoch(tmp_path):
     from emotionsumm.models.seq2seq import BartSummarizer
     from emotionsumm.optim import param_groups

@@ -73,23 +73,34 @@ def _sentence(rng: random.Random, label: str, ambiguity: float) -> str:
     return " ".join(parts)
 
 
-def make_text_emotion(directory: str | Path, sizes: dict[str, int] | None = None, seed: int = 0,
-                      ambiguity: float = 0.3, label_noise: float = 0.05) -> Path:
-    """Write `train/validation/test.jsonl` (`text, label`) unless they exist; return the dir."""
+def write_jsonl_splits(directory: str | Path, sizes: dict[str, int], seed: int,
+                       make_row: Callable[[random.Random, str, int], dict], shuffle: bool = False) -> Path:
+    """Write `<split>.jsonl` with `size` rows `make_row(rng, split, i)` for each split that is not there yet
+    (in random order with `shuffle`). Each split has its own seeded RNG, so a missing split is regenerated
+    identically."""
     directory = Path(directory)
-    sizes = sizes or {"train": 2400, "validation": 300, "test": 300}
     for offset, (split, size) in enumerate(sizes.items()):
         path = directory / f"{split}.jsonl"
         if path.is_file():
             continue
         rng = random.Random(seed * 1000 + offset)
-        rows = []
-        for i in range(size):
-            label = EMOTIONS[i % len(EMOTIONS)]
-            text = _sentence(rng, label, ambiguity)
-            if rng.random() < label_noise:
-                label = rng.choice(EMOTIONS)
-            rows.append(json.dumps({"text": text, "label": label}))
-        rng.shuffle(rows)
+        rows = [json.dumps(make_row(rng, split, i)) for i in range(size)]
+        if shuffle:
+            rng.shuffle(rows)
         atomic_write_text("\n".join(rows) + "\n", path)
     return directory
+
+
+def make_text_emotion(directory: str | Path, sizes: dict[str, int] | None = None, seed: int = 0,
+                      ambiguity: float = 0.3, label_noise: float = 0.05) -> Path:
+    """Write `train/validation/test.jsonl` (`text, label`) unless they exist; return the dir."""
+
+    def row(rng: random.Random, split: str, i: int) -> dict:
+        label = EMOTIONS[i % len(EMOTIONS)]
+        text = _sentence(rng, label, ambiguity)
+        if rng.random() < label_noise:
+            label = rng.choice(EMOTIONS)
+        return {"text": text, "label": label}
+
+    return write_jsonl_splits(directory, sizes or {"train": 2400, "validation": 300, "test": 300}, seed, row,
+                              shuffle=True)

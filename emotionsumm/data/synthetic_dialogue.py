@@ -8,12 +8,11 @@ rows have `summary1` and `summary2` (two phrasings), like DialogSum's multi-refe
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
+from .synthetic import write_jsonl_splits
 
 P1, P2 = "#Person1#", "#Person2#"
 NUMBERS = ["two", "three", "four", "five", "six"]
@@ -92,22 +91,15 @@ SCENARIOS: dict[str, Scenario] = {"booking": _booking, "meeting": _meeting, "sho
 
 def make_dialogues(directory: str | Path, sizes: dict[str, int] | None = None, seed: int = 0) -> Path:
     """Write `train/validation/test.jsonl` unless they exist; return the dir."""
-    directory = Path(directory)
-    sizes = sizes or {"train": 2000, "validation": 200, "test": 200}
     names = list(SCENARIOS)
-    for offset, (split, size) in enumerate(sizes.items()):
-        path = directory / f"{split}.jsonl"
-        if path.is_file():
-            continue
-        rng = random.Random(seed * 1000 + offset)
-        rows = []
-        for i in range(size):
-            topic = names[i % len(names)]
-            turns, summary, paraphrase = SCENARIOS[topic](rng)
-            if rng.random() < 0.5:
-                turns = [*rng.choice(SMALL_TALK), *turns]
-            row = {"fname": f"{split}_{i}", "dialogue": "\n".join(turns), "topic": topic}
-            row.update({"summary1": summary, "summary2": paraphrase} if split == "test" else {"summary": summary})
-            rows.append(json.dumps(row))
-        atomic_write_text("\n".join(rows) + "\n", path)
-    return directory
+
+    def row(rng: random.Random, split: str, i: int) -> dict:
+        topic = names[i % len(names)]
+        turns, summary, paraphrase = SCENARIOS[topic](rng)
+        if rng.random() < 0.5:
+            turns = [*rng.choice(SMALL_TALK), *turns]
+        row = {"fname": f"{split}_{i}", "dialogue": "\n".join(turns), "topic": topic}
+        row.update({"summary1": summary, "summary2": paraphrase} if split == "test" else {"summary": summary})
+        return row
+
+    return write_jsonl_splits(directory, sizes or {"train": 2000, "validation": 200, "test": 200}, seed, row)

@@ -55,6 +55,16 @@ class Summarizer(nn.Module):
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.on_epoch_start(0)
 
+    def _set_special_tokens(self, bos_token_id: int, eos_token_id: int, pad_token_id: int) -> None:
+        """Decoding starts at `bos`, ends at `eos`, pads with `pad`: in the model config and its generation config."""
+        from transformers import GenerationConfig
+
+        self.net.config.decoder_start_token_id = bos_token_id
+        self.net.config.eos_token_id, self.net.config.pad_token_id = eos_token_id, pad_token_id
+        self.net.generation_config = GenerationConfig(
+            decoder_start_token_id=bos_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id)
+
     # ---- what subclasses define -----------------------------------------------------------
     def max_positions(self) -> tuple[int, int]:
         """(encoder, decoder) position limits."""
@@ -130,10 +140,10 @@ class BartSummarizer(Summarizer):
                  d_model: int = 256, encoder_layers: int = 3, decoder_layers: int = 3, attention_heads: int = 4,
                  ffn_dim: int = 1024, max_position_embeddings: int = 1024, dropout: float = 0.1,
                  attention_dropout: float = 0.0, activation_dropout: float = 0.0, scale_embedding: bool = False,
-                 freeze_embeddings: bool = False, freeze_encoder_layers: int = 0,
+                 init_std: float = 0.02, freeze_embeddings: bool = False, freeze_encoder_layers: int = 0,
                  unfreeze_at_epoch: int | None = None) -> None:
         super().__init__()
-        from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+        from transformers import BartConfig, BartForConditionalGeneration
 
         if pretrained:
             self.net = BartForConditionalGeneration.from_pretrained(_local_or_name(pretrained, "model.pretrained"))
@@ -146,13 +156,11 @@ class BartSummarizer(Summarizer):
                 encoder_attention_heads=attention_heads, decoder_attention_heads=attention_heads,
                 encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim, max_position_embeddings=max_position_embeddings,
                 dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
-                scale_embedding=scale_embedding, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
-                eos_token_id=eos_token_id, decoder_start_token_id=bos_token_id, forced_bos_token_id=None,
-                forced_eos_token_id=None, tie_word_embeddings=True)
+                scale_embedding=scale_embedding, init_std=init_std, pad_token_id=pad_token_id,
+                bos_token_id=bos_token_id, eos_token_id=eos_token_id, decoder_start_token_id=bos_token_id,
+                forced_bos_token_id=None, forced_eos_token_id=None, tie_word_embeddings=True)
             self.net = BartForConditionalGeneration(config)
-            self.net.generation_config = GenerationConfig(
-                decoder_start_token_id=bos_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
-                pad_token_id=pad_token_id)
+            self._set_special_tokens(bos_token_id, eos_token_id, pad_token_id)
         self._finish(max_source_length, max_target_length, freeze_embeddings, freeze_encoder_layers,
                      unfreeze_at_epoch)
 
@@ -175,7 +183,7 @@ class Bert2BertSummarizer(Summarizer):
                  freeze_embeddings: bool = False, freeze_encoder_layers: int = 0,
                  unfreeze_at_epoch: int | None = None) -> None:
         super().__init__()
-        from transformers import EncoderDecoderModel, GenerationConfig
+        from transformers import EncoderDecoderModel
 
         path = _local_or_name(pretrained, "model.pretrained")
         self.net = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path,
@@ -183,12 +191,7 @@ class Bert2BertSummarizer(Summarizer):
         if self.net.config.decoder.vocab_size != vocab_size:
             raise ValueError(f"model.pretrained={pretrained} has {self.net.config.decoder.vocab_size} tokens but "
                              f"the tokenizer has {vocab_size}; set data.tokenizer to the same pretrained model")
-        self.net.config.decoder_start_token_id = bos_token_id
-        self.net.config.eos_token_id = eos_token_id
-        self.net.config.pad_token_id = pad_token_id
-        self.net.generation_config = GenerationConfig(
-            decoder_start_token_id=bos_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id)
+        self._set_special_tokens(bos_token_id, eos_token_id, pad_token_id)
         self._finish(max_source_length, max_target_length, freeze_embeddings, freeze_encoder_layers,
                      unfreeze_at_epoch)
 

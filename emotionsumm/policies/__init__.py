@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 
 class Policy(Protocol):
@@ -30,3 +31,19 @@ class Policy(Protocol):
     def log_artifacts(self, state: dict[str, torch.Tensor], logger: Any, prefix: str, step: int,
                       run_dir: Any) -> None:
         """Figures, tables or files for a split (rank 0 only)."""
+
+
+class ModelHooks:
+    """What a policy passes through from its `model`: the freezing schedule and the named parameter parts."""
+
+    model: nn.Module
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        """The model's freezing schedule; True if the set of trainable parameters changed."""
+        hook = getattr(self.model, "on_epoch_start", None)
+        return bool(hook(epoch)) if hook else False
+
+    def param_parts(self) -> dict[str, tuple[str, ...]]:
+        """The model's named parts (e.g. encoder, head) as parameter-name prefixes of the policy (for group_lr)."""
+        parts = getattr(self.model, "param_parts", dict)()
+        return {name: tuple("model." + p for p in prefixes) for name, prefixes in parts.items()}

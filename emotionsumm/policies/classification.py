@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import classification_metrics, confusion_figure, confusion_matrix
+from . import ModelHooks
 
 
 def class_weights_from_counts(counts: Sequence[int]) -> torch.Tensor:
@@ -20,7 +21,7 @@ def class_weights_from_counts(counts: Sequence[int]) -> torch.Tensor:
     return torch.where(counts_t > 0, weights, torch.ones_like(weights))
 
 
-class ClassificationPolicy(nn.Module):
+class ClassificationPolicy(ModelHooks, nn.Module):
     """Wraps a model that maps a batch's inputs to class logits."""
 
     def __init__(self, model: nn.Module, class_names: Sequence[str], class_counts: Sequence[int] | None = None,
@@ -87,11 +88,3 @@ class ClassificationPolicy(nn.Module):
         if run_dir is not None:
             figure.savefig(Path(run_dir) / f"confusion_{prefix}.png", dpi=100)
         logger.log_figure(f"{prefix}/confusion_matrix", figure, step)  # closes the figure
-
-    def on_epoch_start(self, epoch: int) -> bool:
-        hook = getattr(self.model, "on_epoch_start", None)
-        return bool(hook(epoch)) if hook else False
-
-    def param_parts(self) -> dict[str, tuple[str, ...]]:
-        parts = getattr(self.model, "param_parts", dict)()
-        return {name: tuple("model." + p for p in prefixes) for name, prefixes in parts.items()}

@@ -14,6 +14,7 @@ from torch import nn
 from ..checkpoint import atomic_write_text
 from ..config import require_range
 from ..rouge import rouge_scores
+from . import ModelHooks
 
 LABEL_PAD = -100
 
@@ -24,12 +25,14 @@ def _cell(text: str, limit: int = 600) -> str:
     return html.escape(text).replace("|", "&#124;").replace("\n", "<br>")
 
 
-class Seq2SeqPolicy(nn.Module):
+class Seq2SeqPolicy(ModelHooks, nn.Module):
     """Wraps a summarizer (see models/seq2seq.py) and the tokenizer that decodes its output.
 
     Validation and test generate with the configured beam search and score ROUGE against the
     raw reference texts (never against the padded label ids); the teacher-forced loss per
-    target token is reported as `loss`.
+    target token is reported as `loss`, and `encoder_gain` is how much higher that loss is when
+    each summary is paired with another dialogue of its batch: near 0 means the decoder ignores
+    the dialogue (a collapsed encoder), the typical failure of small encoder-decoders from scratch.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, label_smoothing: float = 0.0, num_beams: int = 4,
@@ -65,9 +68,14 @@ class Seq2SeqPolicy(nn.Module):
         inputs.masked_fill_(inputs == LABEL_PAD, self.model.pad_token_id)
         return inputs, labels
 
-    def _loss(self, batch: dict[str, Any], reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: dict[str, Any], reduction: str = "mean",
+              sources: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the labels given the batch's dialogues (or the rows `sources` of them)."""
         decoder_inputs, labels = self.targets(batch["labels"])
-        logits = self.model(batch["input_ids"], batch["attention_mask"], decoder_inputs)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if sources is not None:
+            ids, mask = ids[sources], mask[sources]
+        logits = self.model(ids, mask, decoder_inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=LABEL_PAD,
                                reduction=reduction, label_smoothing=self.label_smoothing)
         return loss, (labels != LABEL_PAD).sum()
@@ -101,6 +109,7 @@ class Seq2SeqPolicy(nn.Module):
     def eval_state(self) -> dict[str, Any]:
         zero = torch.zeros((), dtype=torch.float64)
         return {"loss_sum": zero.clone(), "tokens": zero.clone(), "generated_tokens": zero.clone(),
+                "encoder_gain_sum": zero.clone(), "encoder_gain_tokens": zero.clone(),
                 "index": [], "ids": [], "dialogues": [], "references": [], "predictions": []}
 
     @torch.no_grad()
@@ -109,6 +118,11 @@ class Seq2SeqPolicy(nn.Module):
             loss, tokens = self._loss(batch, reduction="sum")
             state["loss_sum"] += loss.double().cpu()
             state["tokens"] += tokens.double().cpu()
+            if len(batch["input_ids"]) > 1:  # each summary with the next row's dialogue
+                rolled = torch.roll(torch.arange(len(batch["input_ids"]), device=batch["input_ids"].device), 1)
+                mismatched, _ = self._loss(batch, reduction="sum", sources=rolled)
+                state["encoder_gain_sum"] += (mismatched - loss).double().cpu()
+                state["encoder_gain_tokens"] += tokens.double().cpu()
         generated = self.generate(batch)
         pad = self.model.pad_token_id
         state["generated_tokens"] += (generated[:, 1:] != pad).sum().double().cpu()
@@ -123,6 +137,8 @@ class Seq2SeqPolicy(nn.Module):
         metrics["gen_len"] = float(state["generated_tokens"]) / n
         if float(state["tokens"]):
             metrics["loss"] = float(state["loss_sum"] / state["tokens"])
+        if float(state["encoder_gain_tokens"]):
+            metrics["encoder_gain"] = float(state["encoder_gain_sum"] / state["encoder_gain_tokens"])
         return metrics
 
     def log_artifacts(self, state: dict[str, Any], logger: Any, prefix: str, step: int,
@@ -138,12 +154,3 @@ class Seq2SeqPolicy(nn.Module):
             rows.append(f"| {_cell(state['dialogues'][i])} | {_cell(state['references'][i][0])} | "
                         f"{_cell(state['predictions'][i])} |")
         logger.log_text(f"{prefix}/samples", "\n".join(rows), step)
-
-    # ---- freezing and parameter groups --------------------------------------------------------
-    def on_epoch_start(self, epoch: int) -> bool:
-        hook = getattr(self.model, "on_epoch_start", None)
-        return bool(hook(epoch)) if hook else False
-
-    def param_parts(self) -> dict[str, tuple[str, ...]]:
-        parts = getattr(self.model, "param_parts", dict)()
-        return {name: tuple("model." + p for p in prefixes) for name, prefixes in parts.items()}
