@@ -105,8 +105,11 @@ def main() -> None:
           f"{args.threads} torch thread(s)")
     print(f"set-up: uncached {med['setup_uncached']:.2f} s, cold cache {med['setup_cold_cache']:.2f} s, "
           f"warm cache {med['setup_warm_cache']:.2f} s (x{result['ratio_setup_warm_vs_cold']} cold/warm)")
-    print(f"one pass over the training data: uncached {med['epoch_data_uncached']:.2f} s, cached "
-          f"{med['epoch_data_cached']:.2f} s -> speed-up x{result['ratio_epoch_data']}")
+    for name in ("uncached", "cached"):
+        result[f"clips_per_s_{name}"] = round(result["train_clips"] / med[f"epoch_data_{name}"], 1)
+    print(f"one pass over the training data: uncached {med['epoch_data_uncached']:.2f} s "
+          f"({result['clips_per_s_uncached']} clips/s), cached {med['epoch_data_cached']:.2f} s "
+          f"({result['clips_per_s_cached']} clips/s) -> speed-up x{result['ratio_epoch_data']}")
     if args.model:
         result["ratio_epoch_train"] = round(med["epoch_train_uncached"] / med["epoch_train_cached"], 2)
         print(f"one training epoch with the model: uncached {med['epoch_train_uncached']:.2f} s, cached "

@@ -60,7 +60,8 @@ def _evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     policy = quantize(policy, cfg.get("quantize"))
     if cfg.batch_size:
         data.eval_batch_size = cfg.batch_size
-    trainer = Trainer(run_dir=run_dir, accelerator="cpu" if quantized else cfg.accelerator, progress_bar=False)
+    trainer = Trainer(run_dir=run_dir, accelerator="cpu" if quantized else cfg.accelerator,
+                      progress_bar=cfg.progress_bar)
     metrics = trainer.evaluate(policy, data, cfg.split)
     metrics = {**metrics, "ckpt": str(cfg.ckpt), "weights": cfg.weights}
     if quantized:

@@ -338,16 +338,21 @@ class Trainer:
 
     # ---- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
-    def _evaluate(self, module: nn.Module, loader: DataLoader, limit: int | float | None) -> dict[str, torch.Tensor]:
+    def _evaluate(self, module: nn.Module, loader: DataLoader, limit: int | float | None,
+                  desc: str = "eval") -> dict[str, torch.Tensor]:
         was_training = module.training
         module.eval()
         state = module.eval_state()
         n = self._limit(limit, len(loader))
+        bar = tqdm(total=n, desc=desc, leave=False, dynamic_ncols=True,
+                   disable=not (self.progress_bar and dist.is_main()))
         with self._autocast():
             for i, batch in enumerate(loader):
                 if i >= n:
                     break
                 module.evaluation_step(self._to_device(batch), state)
+                bar.update()
+        bar.close()
         module.train(was_training)
         if dist.is_distributed():  # tensors are summed; lists (e.g. generated texts) are concatenated in rank order
             tensors = {k: v.to(self.device) for k, v in state.items() if torch.is_tensor(v)}
@@ -364,7 +369,7 @@ class Trainer:
             candidates.append((f"{split}_raw", self.policy))
         metrics: dict[str, float] = {}
         for prefix, module in candidates:
-            state = self._evaluate(module, loader, limit)
+            state = self._evaluate(module, loader, limit, desc=prefix)
             values = module.compute_metrics(state)
             metrics.update({f"{prefix}/{k}": v for k, v in values.items()})
             if prefix == split and dist.is_main():
