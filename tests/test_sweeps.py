@@ -199,6 +199,26 @@ def test_search_space_with_an_unknown_key_is_refused_with_suggestions():
     assert "Did you mean optimizer.lr" in message
 
 
+SEARCH_SPACES = {  # each hparams_search config and the experiments it is written for
+    "optuna": ["emotion_text", "emotion_audio_emodb", "emotion_image_ckplus", "emotion_fusion", "dialogsum"],
+    "emotion_text_optuna": ["emotion_text", "emotion_text_dair"],
+    "emotion_audio_optuna": ["emotion_audio", "emotion_audio_emodb"],
+    "emotion_image_optuna": ["emotion_image", "emotion_image_ckplus"],
+    "emotion_fusion_optuna": ["emotion_fusion", "emotion_fusion_meld"],
+    "summarization_optuna": ["summarization", "dialogsum"],
+}
+
+
+@pytest.mark.parametrize("search", sorted(SEARCH_SPACES))
+def test_every_search_space_names_keys_of_its_experiments_and_follows_the_monitor(search):
+    assert {p.stem for p in (PROJECT_ROOT / "conf/hparams_search").glob("*.yaml")} == set(SEARCH_SPACES)
+    for experiment in SEARCH_SPACES[search]:
+        cfg = compose_train([f"hparams_search={search}", f"experiment={experiment}"])
+        check_swept_keys(cfg)
+        assert len(cfg.hydra.sweeper.params) >= 3, "at least lr, weight decay and warmup"
+        assert cfg.hydra.sweeper.direction == f"{cfg.trainer.mode}imize"
+
+
 def test_slurm_task_environment_becomes_torch_distributed_environment(monkeypatch):
     from emotionsumm.distributed import _adopt_slurm_env, first_slurm_host
 
