@@ -28,6 +28,8 @@ from .sweep import ERROR_FILE, METRICS_FILE
 
 # overrides that replicate a configuration rather than change it: averaged over in the group table
 REPLICATE_KEYS = ("seed", "data.fold")
+# what the "validation" panel of a run's learning curves shows (others, e.g. gen_len, get a panel of their own)
+QUALITY_METRICS = ("acc", "macro_f1", "weighted_f1", "uar", "rouge1", "rouge2", "rougeL", "rougeLsum")
 USAGE = "pass a run dir (outputs/<experiment>/<run>) or a sweep dir (outputs/multirun/<sweep>)"
 
 Points = list[tuple[int, float]]
@@ -195,8 +197,10 @@ def plot_curves(panels: list[tuple[str, list[tuple[str, Points]]]], path: Path) 
     fig = Figure(figsize=(6 * len(panels), 4))
     for i, (title, lines) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
+        colours: dict[str, str] = {}  # a metric and its raw-weights twin share a colour; raw is dashed
         for label, pts in lines:
-            ax.plot(*zip(*pts), marker="o" if len(pts) < 20 else None, markersize=3, label=label,
+            colour = colours.setdefault(label.replace("_raw/", "/"), f"C{len(colours) % 10}")
+            ax.plot(*zip(*pts), marker="o" if len(pts) < 20 else None, markersize=3, label=label, color=colour,
                     linestyle="--" if "_raw/" in label else "-")
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -340,8 +344,10 @@ def write_run_report(run_dir: Path) -> Path:
             md += [f"## {title}", "", *_md_table(*_pivot(metrics, keys)), ""]
     val = [t for t in scalars if t.startswith(("val/", "val_raw/")) and headline(t.replace("_raw/", "/"))
            and not t.endswith("/loss")]
+    quality = [t for t in val if t.rsplit("/", 1)[1] in QUALITY_METRICS]
     curves = plot_curves([("loss", [(t, scalars[t]) for t in scalars if t.endswith("/loss") and "test" not in t]),
-                          ("validation", [(t, scalars[t]) for t in val]),
+                          ("validation", [(t, scalars[t]) for t in quality]),
+                          ("other validation values", [(t, scalars[t]) for t in val if t not in quality]),
                           ("learning rate", [(t, scalars[t]) for t in scalars if t.startswith("lr/")])],
                          run_dir / "learning_curves.png")
     figures = [p.name for p in [curves] if p is not None]

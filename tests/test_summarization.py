@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from emotionsumm.baselines import baseline, lead_k
 from emotionsumm.config import PROJECT_ROOT
@@ -104,6 +105,13 @@ def test_lead3_reproduces_the_published_dialogsum_test_numbers(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["test/rougeL"] == metrics["test/rougeL"]
     first = json.loads((tmp_path / "predictions_test.jsonl").read_text().splitlines()[0])
     assert first["id"] == "test_0" and first["prediction"].startswith("#Person1#:") and len(first["references"]) == 3
+    # on the validation split the baseline scores the same fixed subset the models are validated on
+    val = evaluate(make_cfg(tmp_path / "val", ["baseline=lead3", "experiment=dialogsum", "split=val"],
+                            config_name="evaluate"))
+    assert val["examples"] == 50
+    ids = [json.loads(line)["id"] for line in (tmp_path / "val" / "predictions_val.jsonl").read_text().splitlines()]
+    data = instantiate(make_cfg(tmp_path / "data", ["experiment=dialogsum"]).data)
+    assert ids == [row.id for row in data.read("val")] and len(set(ids)) == 50
 
 
 # ---- data ---------------------------------------------------------------------------------

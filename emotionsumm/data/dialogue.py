@@ -143,11 +143,6 @@ class DialogueSummaryData:
         rows = {s: self.read(s) for s in splits if self.files.get(s) or s == "train"}
         self._build_tokenizer(rows.get("train"), run_dir)
         for split, split_rows in rows.items():
-            if split == "val" and self.max_eval_examples and len(split_rows) > self.max_eval_examples:
-                keep = sorted(random.Random(self.seed).sample(range(len(split_rows)), self.max_eval_examples))
-                log.info("val: a fixed random %d of %d dialogues (data.max_eval_examples)", len(keep), len(split_rows))
-                split_rows = [split_rows[i] for i in keep]
-                self.stats[split]["rows"] = len(split_rows)
             examples = self._encode(split_rows, split, with_texts=split != "train")
             if split == "train" and self.bucket_by_length:
                 self.datasets[split] = LengthBuckets(examples, self.examples_per_batch, self.bucket_width,
@@ -162,7 +157,11 @@ class DialogueSummaryData:
             make_dialogues(Path(str(self.files["train"])).parent)
 
     def read(self, split: str) -> list[Dialogue]:
-        """The rows of a split; a bad row names its file and line (or is skipped and counted)."""
+        """The rows of a split; a bad row names its file and line (or is skipped and counted).
+
+        The validation split is cut to a fixed random `max_eval_examples` rows, for models and
+        baselines alike, so that their scores compare.
+        """
         self._make_demo()
         key = f"data.files.{split}"
         path = check_file(self.files.get(split), key)
@@ -180,6 +179,10 @@ class DialogueSummaryData:
                         "; ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
         if not rows:
             raise ValueError(f"{key}: split '{split}' is empty: {path} has no usable rows")
+        if split == "val" and self.max_eval_examples and len(rows) > self.max_eval_examples:
+            keep = sorted(random.Random(self.seed).sample(range(len(rows)), self.max_eval_examples))
+            log.info("val: a fixed random %d of %d dialogues (data.max_eval_examples)", len(keep), len(rows))
+            rows = [rows[i] for i in keep]
         self.stats[split] = {"rows": len(rows), "skipped": len(skipped), "source_truncated": 0, "target_truncated": 0}
         return rows
 
