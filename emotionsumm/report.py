@@ -68,8 +68,10 @@ class Job:
 
     @property
     def objective_key(self) -> str:
-        best = f"best/{self.monitor}"
-        return best if self.metrics is None or best in self.metrics else self.monitor
+        """`best/<monitor>`, else `<monitor>`; a run without validation (e.g. EmoDB, trained on every
+        non-test speaker) is reported by the test value of the monitored metric instead."""
+        candidates = [f"best/{self.monitor}", self.monitor, f"test/{self.monitor.split('/', 1)[-1]}"]
+        return next((k for k in candidates if self.metrics and k in self.metrics), candidates[0])
 
     @property
     def objective(self) -> float | None:
@@ -217,11 +219,13 @@ def _as_float(value: str) -> float | None:
         return None
 
 
-def plot_metric_vs(jobs: list[Job], key: str, metric: str, path: Path) -> Path:
-    """The monitored metric of each finished job against one swept hyperparameter (mean as a line)."""
+def plot_metric_vs(jobs: list[Job], key: str, metric: str, path: Path) -> Path | None:
+    """`metric` of each finished job against one swept hyperparameter (mean as a line); None if no job has it."""
     from matplotlib.figure import Figure
 
-    points = [(job.overrides.get(key, ""), job.objective) for job in jobs if job.objective is not None]
+    points = [(job.overrides.get(key, ""), job.metrics[metric]) for job in jobs if metric in (job.metrics or {})]
+    if not points:
+        return None
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot(1, 1, 1)
     numeric = [_as_float(x) for x, _ in points]
@@ -274,7 +278,8 @@ def write_sweep_report(sweep_dir: Path, jobs: list[Job]) -> Path:
     best = (max if ref.mode == "max" else min)(scored, key=lambda job: job.objective) if scored else None
     counts = {s: sum(job.status == s for job in jobs) for s in ("finished", "failed", "unfinished")}
     md = [f"# Sweep report: {sweep_dir.name}", "", f"`{sweep_dir}`: {len(jobs)} jobs, "
-          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f". Monitored: `{objective}` ({ref.mode}).", ""]
+          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f". Monitored: `{objective}` ({ref.mode})"
+          + (" — the jobs have no validation split" if objective.startswith("test/") else "") + ".", ""]
     if best is not None:
         md += [f"Best job: `{best.dir.name}` with {objective} = {_fmt(best.objective)} "
                f"(`{best.overrides_of(swept) or best.override_text}`).", ""]

@@ -142,3 +142,15 @@ def test_report_command_line_writes_its_files_into_the_dir(cv_sweep):
     assert res.stdout.strip() == str(cv_sweep / "report.md")
     assert {p.name for p in cv_sweep.iterdir() if p.is_file()} >= {"report.md", "report.csv", "report_groups.csv",
                                                                    "metric_vs_optimizer.lr.png"}
+
+
+def test_sweep_of_runs_without_validation_is_reported_by_the_test_value(tmp_path):
+    """EmoDB-style jobs (every non-test speaker trains): no val/… metric, the table and plots still come."""
+    sweep = tmp_path / "sweep"
+    for seed, acc in enumerate([0.70, 0.75]):
+        make_job(sweep, f"{seed}-{seed:08x}", [f"seed={seed}"], {"test/acc": acc, "test/uar": acc - 0.05, "step": 9})
+    md = write_report(sweep).read_text()
+    assert "Monitored: `test/acc` (max) — the jobs have no validation split." in md
+    assert "| 1-00000001 | finished | 1 | 0.7500 | 0.7000 |" in md
+    assert "## Mean ± std over seed" in md and "0.7250 ± 0.0354" in md
+    assert_png(sweep / "metric_vs_seed.png")
