@@ -339,7 +339,7 @@ class Trainer:
     # ---- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
     def _evaluate(self, module: nn.Module, loader: DataLoader, limit: int | float | None,
-                  desc: str = "eval") -> dict[str, torch.Tensor]:
+                  desc: str) -> dict[str, torch.Tensor]:
         was_training = module.training
         module.eval()
         state = module.eval_state()

@@ -209,14 +209,16 @@ SEARCH_SPACES = {  # each hparams_search config and the experiments it is writte
 }
 
 
-@pytest.mark.parametrize("search", sorted(SEARCH_SPACES))
-def test_every_search_space_names_keys_of_its_experiments_and_follows_the_monitor(search):
+def test_every_search_space_config_is_checked_below():
     assert {p.stem for p in (PROJECT_ROOT / "conf/hparams_search").glob("*.yaml")} == set(SEARCH_SPACES)
-    for experiment in SEARCH_SPACES[search]:
-        cfg = compose_train([f"hparams_search={search}", f"experiment={experiment}"])
-        check_swept_keys(cfg)
-        assert len(cfg.hydra.sweeper.params) >= 3, "at least lr, weight decay and warmup"
-        assert cfg.hydra.sweeper.direction == f"{cfg.trainer.mode}imize"
+
+
+@pytest.mark.parametrize(("search", "experiment"), [(s, e) for s, exps in sorted(SEARCH_SPACES.items()) for e in exps])
+def test_search_space_names_keys_of_its_experiment_and_follows_the_monitor(search, experiment):
+    cfg = compose_train([f"hparams_search={search}", f"experiment={experiment}"])
+    check_swept_keys(cfg)
+    assert len(cfg.hydra.sweeper.params) >= 3, "at least lr, weight decay and warmup"
+    assert cfg.hydra.sweeper.direction == f"{cfg.trainer.mode}imize"
 
 
 def test_slurm_task_environment_becomes_torch_distributed_environment(monkeypatch):
