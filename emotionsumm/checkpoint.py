@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -14,6 +15,8 @@ from typing import IO, Any
 
 import torch
 
+from .target_allowlist import UntrustedConfigError, check_config
+
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
@@ -22,6 +25,13 @@ TMP_PREFIX = ".tmp-"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt or does not fit the current config."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """The disk (or the user's quota) filled up during a write; the previous file is untouched."""
 
 
 def _umask() -> int:
@@ -35,7 +45,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside `path`; on success fsync it and os.replace it onto `path`.
 
     A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a
-    half-written file under `path`; on an exception the temp file is removed.
+    half-written file under `path`; on an exception the temp file is removed, and a full disk
+    raises one DiskFullError that says whether a previous file survives.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,10 +58,18 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            previous = f"the previous {_kind(path)} {path} is intact" if path.exists() else "no previous file existed"
+            reason = os.strerror(exc.errno).lower()  # "no space left on device" / "disk quota exceeded"
+            raise DiskFullError(exc.errno, f"{reason} while writing {path}; {previous}") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _kind(path: Path) -> str:
+    return "checkpoint" if path.suffix == ".ckpt" else "file"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -77,7 +96,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`; errors name the file and the config key."""
+    """Load a checkpoint with `weights_only=True` and refuse a config naming code outside the allow-list.
+
+    Every consumer (evaluate, predict, resume, the best checkpoint before testing) loads here, so
+    no `_target_` from a checkpoint is ever instantiated unchecked. Errors name the file and the key.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}: checkpoint not found: {path}")
@@ -92,6 +115,13 @@ def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
     missing = {"policy", "step", "epoch", "config"} - set(payload) if isinstance(payload, dict) else {"policy"}
     if missing:
         raise CheckpointError(f"{key}: {path} is not an emotionsumm checkpoint (missing keys {sorted(missing)})")
+    try:  # its config is someone else's data: nothing may be built from it unless allow-listed
+        check_config(payload["config"])
+    except UntrustedConfigError as exc:
+        raise CheckpointError(
+            f"{key}: {path}: refusing to build from this checkpoint: {exc}; nothing was run. Only use checkpoints "
+            "from people you trust; a target of your own is allowed once a config under conf/ names it."
+        ) from None
     return payload
 
 
@@ -162,13 +192,13 @@ class Checkpointer:
         self.best = keep
         return (name if name in kept else None), [n for _, n in ranked if n not in kept and n != name]
 
-    def write(self, payload: dict[str, Any], topk_name: str | None, dropped: list[str]) -> None:
-        """Write the payload to the top-k file and/or last.ckpt; delete files that fell out."""
+    def write(self, payload: dict[str, Any], topk_name: str | None, dropped: list[str], last: bool = False) -> None:
+        """Write the payload to the top-k file and/or last.ckpt (always with `last`); delete files that fell out."""
         if not self.enabled:
             return
         if topk_name:
             atomic_save(payload, self.directory / topk_name)
-        if self.save_last:
+        if self.save_last or last:
             if topk_name:  # same bytes: link instead of writing twice, still atomically
                 tmp = self.directory / f"{TMP_PREFIX}{LAST}.link"
                 tmp.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ Light on purpose (no torch): the callback is imported by Hydra before any job ru
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -89,19 +90,23 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
     if env_world_size() > 1:  # one task per GPU started by SLURM (launcher=slurm)
         dist.init_from_env()
     _restore_start_method()
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    if cfg.trainer.get("resume") is None:
-        cfg.trainer.resume = "auto"
-    try:
-        return objective(cfg, train(cfg))
-    except Exception:
-        overrides = " ".join(HydraConfig.get().overrides.task)
-        log.exception("job %s failed (overrides: %s); the sweep carries on", run_dir.name, overrides)
-        if dist.is_main():
-            from .checkpoint import atomic_write_text
+    from .runlock import run_dir_lock
 
-            atomic_write_text(f"overrides: {overrides}\n\n{traceback.format_exc()}", run_dir / ERROR_FILE)
-        return None
+    # a second launcher of the same sweep stops here (RunDirInUse); a signal (Interrupted) is no failure
+    with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext():
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)
+        if cfg.trainer.get("resume") is None:
+            cfg.trainer.resume = "auto"
+        try:
+            return objective(cfg, train(cfg))
+        except Exception:
+            overrides = " ".join(HydraConfig.get().overrides.task)
+            log.exception("job %s failed (overrides: %s); the sweep carries on", run_dir.name, overrides)
+            if dist.is_main():
+                from .checkpoint import atomic_write_text
+
+                atomic_write_text(f"overrides: {overrides}\n\n{traceback.format_exc()}", run_dir / ERROR_FILE)
+            return None
 
 
 def _restore_start_method() -> None:

@@ -6,10 +6,12 @@ prints the composed config instantly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +24,9 @@ from .config import (
     format_tree,
     register_resolvers,
     run_stamp,
+    validate_config,
 )
+from .runlock import run_dir_lock
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -30,6 +34,16 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured experiment; returns the final metrics (also in metrics.json)."""
+    validate_config(cfg)
+    from . import distributed as dist
+    from .interrupt import StopRequest
+
+    run_dir = Path(cfg.paths.output_dir)
+    with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
+        return _train(cfg, run_dir, stop)
+
+
+def _train(cfg: DictConfig, run_dir: Path, stop: Any) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from . import distributed as dist
@@ -38,7 +52,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from .runtime import build_data, build_policy, instantiate_enabled, write_json
     from .seed import seed_everything
 
-    run_dir = Path(cfg.paths.output_dir)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if dist.is_main():
@@ -47,7 +60,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer = instantiate(cfg.trainer, _recursive_=False, _convert_="all", run_dir=str(run_dir), seed=cfg.seed,
                           logger=instantiate(cfg.logger) if cfg.get("logger") else None,
-                          ema=instantiate_enabled(cfg.get("ema")), run_config=resolved)
+                          ema=instantiate_enabled(cfg.get("ema")), run_config=resolved, stop=stop)
     resumed = trainer.resume_checkpoint()
     data = build_data(cfg, run_dir, state=resumed[0].get("data") if resumed else None)
     policy = build_policy(cfg, data)

@@ -24,6 +24,7 @@ from . import distributed as dist
 from .checkpoint import Checkpointer, CheckpointError, latest_checkpoint, load_checkpoint
 from .config import flatten
 from .ema import EMA
+from .interrupt import Interrupted, StopRequest, resume_hint, signal_name
 from .loggers import MetricLogger, NullLogger, grad_norm
 from .sampling import ShardedSampler
 from .seed import rng_state, seed_worker, set_rng_state
@@ -48,7 +49,7 @@ class Trainer:
                  resume: str | None = None, test_after_fit: bool = True, progress_bar: bool = True,
                  accelerator: str = "auto", seed: int = 0, deterministic: bool = False,
                  logger: Callable[..., MetricLogger] | None = None, ema: Callable[[nn.Module], EMA] | None = None,
-                 run_config: dict[str, Any] | None = None) -> None:
+                 run_config: dict[str, Any] | None = None, stop: StopRequest | None = None) -> None:
         precision = str(precision)
         if precision not in PRECISIONS:
             raise ValueError(f"trainer.precision={precision!r} is not allowed; choose one of {list(PRECISIONS)}")
@@ -91,6 +92,8 @@ class Trainer:
         self._last_val_step = self._last_save_step = -1  # what happened at the current step already
         self._restored_metrics: dict[str, float] = {}
         self.stop_reason: str | None = None
+        self.stop = stop or StopRequest()  # SIGTERM/SIGINT/SIGUSR1: finish the optimizer step, save, exit 128 + signal
+        self.interrupted: int | None = None  # the signal every rank agreed to stop on
         self.early = {"best": None, "wait": 0}
         self.logger: MetricLogger = NullLogger()
         self.ema: EMA | None = None
@@ -190,13 +193,43 @@ class Trainer:
         val_metrics: dict[str, float] = {}
         bar = tqdm(total=total, initial=self.step, disable=not (self.progress_bar and dist.is_main()),
                    dynamic_ncols=True, desc="train")
-        try:
-            val_metrics = self._train_loop(train_loader, val_loader, sampler, total, bar)
-        except BaseException:
-            self.logger.close()
-            raise
-        finally:
-            bar.close()
+        with self.stop:
+            try:
+                val_metrics = self._train_loop(train_loader, val_loader, sampler, total, bar)
+            except BaseException:
+                self.logger.close()
+                raise
+            finally:
+                bar.close()
+            if self.interrupted is None:  # a signal that arrived after the last optimizer step
+                self.interrupted = self._agreed_signal()
+            if self.interrupted is not None:
+                self._stop_interrupted()
+            return self._finish(data, val_metrics)
+
+    def _agreed_signal(self) -> int | None:
+        """The stop signal of any rank (one all-reduce under DDP), None if no rank got one."""
+        signum = torch.tensor(float(self.stop.signum or 0), device=self.device)
+        if dist.is_distributed():
+            torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
+        return int(signum) or None
+
+    def _stop_interrupted(self) -> None:
+        """After the save at a signal: say how to resume, close the logs, exit 128 + signal."""
+        assert self.interrupted is not None
+        self.logger.close()
+        at = self.stop.signal_step
+        log.warning("stopped by %s at step %d%s; %s; resume with: %s", signal_name(self.interrupted), self.step,
+                    f" (signal received at step {at})" if at is not None and at != self.step else "",
+                    f"{self.run_dir / 'checkpoints' / 'last.ckpt'} holds step {self.step}"
+                    if self.checkpointer.enabled else "checkpoints are off, nothing was saved",
+                    resume_hint(self.run_dir))
+        if dist.is_main():
+            self.stop.chain_requeue()
+        raise Interrupted(self.interrupted, self.step)
+
+    def _finish(self, data: Any, val_metrics: dict[str, float]) -> dict[str, float]:
+        """Final metrics: the last validation, the best monitored value and the test split."""
         metrics = dict(val_metrics)
         metrics.update({"step": self.step, "epoch": self.epoch})
         if self.checkpointer.best_score is not None:
@@ -231,6 +264,7 @@ class Trainer:
             bar.set_description(f"epoch {self.epoch}")
             self.model.train()
             batch_iter = iter(train_loader)
+            stop_signal = 0
             while self.batch_in_epoch < self.batches_per_epoch and self.stop_reason is None:
                 batch = self._to_device(next(batch_iter))
                 self.batch_in_epoch += 1
@@ -241,7 +275,7 @@ class Trainer:
                 with sync:
                     with self._autocast():
                         loss = self.model(batch)
-                    self._check_finite(loss)
+                    stop_signal = self._check_finite(loss)
                     self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
                 running += loss.detach()
                 micro_since_log += 1
@@ -273,6 +307,11 @@ class Trainer:
                     val_metrics = self._validate_and_checkpoint(val_loader)
                 elif self.checkpoint_every_n_steps and self.step % self.checkpoint_every_n_steps == 0:
                     self._save(None)
+                if not dist.is_distributed():  # one process: no need to agree, stop right after this step
+                    stop_signal = self.stop.signum or 0
+                if stop_signal and self.stop_reason is None:
+                    self.interrupted = stop_signal
+                    self.stop_reason = f"stopped by {signal_name(stop_signal)}"
             if self.batch_in_epoch >= self.batches_per_epoch:  # the epoch ran to its end
                 self.epoch += 1
                 self.batch_in_epoch = 0
@@ -284,7 +323,11 @@ class Trainer:
         if self.stop_reason is None:
             self.stop_reason = (f"reached trainer.max_steps={self.max_steps}" if self.max_steps > 0
                                 else f"reached trainer.max_epochs={self.max_epochs}")
-        if val_loader is not None and self._last_val_step != self.step:
+        if self.interrupted is not None:  # save the step reached; validation waits for the resumed run
+            if self._last_save_step != self.step:
+                self._save(None, last=True)
+            dist.barrier()
+        elif val_loader is not None and self._last_val_step != self.step:
             val_metrics = self._validate_and_checkpoint(val_loader)
         elif self._last_save_step != self.step:
             self._save(None)
@@ -298,11 +341,18 @@ class Trainer:
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        bad = (~torch.isfinite(loss.detach())).float()
+    def _check_finite(self, loss: torch.Tensor) -> int:
+        """Raise if the loss is not finite on any rank; return the stop signal the ranks agree on (0: none).
+
+        Both travel in one all-reduce, so stopping together costs no extra collective.
+        """
+        bad = (~torch.isfinite(loss.detach())).float().reshape(())
+        stop_signal = 0.0
         if dist.is_distributed():
-            torch.distributed.all_reduce(bad)
-        if bad.item():
+            flags = torch.stack([bad, torch.tensor(float(self.stop.signum or 0), device=bad.device)])
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            bad, stop_signal = flags.tolist()
+        if bad:
             last = self.run_dir / "checkpoints" / "last.ckpt"
             kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
             raise FloatingPointError(
@@ -310,6 +360,7 @@ class Trainer:
                 f"{self.batch_in_epoch}); training stopped and {kept}. Lower optimizer.lr, set "
                 "trainer.gradient_clip_val, or check the data."
             )
+        return int(stop_signal)
 
     def _optimizer_step(self) -> float | None:
         norm = None
@@ -327,6 +378,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()
         self.step += 1
+        self.stop.step = self.step
         return norm
 
     def _reduce_mean(self, value: torch.Tensor) -> float:
@@ -435,8 +487,11 @@ class Trainer:
             "world_size": dist.world_size(),
         }
 
-    def _save(self, metrics: dict[str, float] | None) -> None:
-        """Checkpoint on rank 0; every rank contributes its RNG state (same decision on every rank)."""
+    def _save(self, metrics: dict[str, float] | None, last: bool = False) -> None:
+        """Checkpoint on rank 0; every rank contributes its RNG state (same decision on every rank).
+
+        `last=True` writes last.ckpt even with trainer.save_last=false (the save at a stop signal).
+        """
         self._last_save_step = self.step
         self.logger.flush()
         if self.fast_dev_run or (not self.save_last and self.save_top_k == 0):
@@ -450,7 +505,7 @@ class Trainer:
         payload = self._payload()
         payload["rng"] = rngs
         payload["metrics"] = metrics or {}
-        self.checkpointer.write(payload, topk, dropped)
+        self.checkpointer.write(payload, topk, dropped, last=last)
 
     def resume_checkpoint(self) -> tuple[dict[str, Any], Path] | None:
         """The checkpoint `trainer.resume` points at, loaded once (None for a fresh start).
@@ -521,6 +576,7 @@ class Trainer:
                         path, ckpt.get("world_size"), dist.world_size())
         if dist.rank() < len(rngs):
             set_rng_state(rngs[dist.rank()])
+        self.stop.step = self.step
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
 
     def _load_best(self) -> None:

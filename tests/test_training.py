@@ -56,8 +56,8 @@ KILL_DRIVER = """
 import os, signal, sys
 from emotionsumm import checkpoint, train
 write = checkpoint.Checkpointer.write
-def write_then_die(self, payload, topk, dropped):
-    write(self, payload, topk, dropped)
+def write_then_die(self, payload, topk, dropped, **kwargs):
+    write(self, payload, topk, dropped, **kwargs)
     if payload["step"] == int(os.environ["KILL_AT_STEP"]):
         os.kill(os.getpid(), signal.SIGKILL)
 checkpoint.Checkpointer.write = write_then_die
@@ -151,8 +151,13 @@ def test_bad_data_inputs_name_file_line_and_key(tmp_path):
         run_train(tmp_path / "r2", [*SHORT, f"data.files.train={bad}", "data.demo=false"])
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "i am happy", "label": "joy"}\n')
     with pytest.raises(ValueError, match=r"data.files.val: split 'val' is empty"):
-        run_train(tmp_path / "r3", [*SHORT, f"data.files.val={empty}"])
+        run_train(tmp_path / "r3", [*SHORT, f"data.files.train={good}", f"data.files.val={empty}", "data.demo=false"])
+    with pytest.raises(ValueError, match=r"data.demo=true writes and reads demo data only inside data.demo_dir=.*; "
+                                         r"data.files.val=.*empty.jsonl points elsewhere"):
+        run_train(tmp_path / "r3b", [*SHORT, f"data.files.val={empty}"])
     with pytest.raises(InstantiationException, match=r"trainer.precision='64' is not allowed"):
         run_train(tmp_path / "r4", [*SHORT, "trainer.precision=64"])
 

@@ -1,0 +1,125 @@
+"""Graceful stop on SIGTERM, SIGINT and SIGUSR1 (preemption, time limits, Ctrl-C).
+
+A handler only records the signal; the trainer acts on it at the next optimizer-step boundary:
+it saves `last.ckpt`, logs how to resume and raises `Interrupted`, a SystemExit with status
+128 + signal number (the shell's convention for "killed by a signal"). A second Ctrl-C aborts at
+once. Under submitit (`launcher=slurm|submitit_local`) its preemption signal (SIGUSR2 unless
+SUBMITIT_PREEMPT_SIGNAL says otherwise) is handled the same way, and submitit's own handler is
+called after the save so that the job is requeued and resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class Interrupted(SystemExit):
+    """Training stopped by a signal after saving: exit status 128 + signal number.
+
+    A SystemExit so that Hydra neither prints a traceback nor records a failed job: an
+    interrupted sweep job is unfinished and a rerun of the sweep resumes it.
+    """
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.step = signum, step
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _preempt_signal() -> int | None:
+    """submitit's preemption signal when this process runs a submitit job with its handler set."""
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    signum = getattr(signal, name, None)
+    if signum is None or not callable(signal.getsignal(signum)):
+        return None
+    return int(signum)
+
+
+class StopRequest:
+    """Records the first stop signal while installed (a re-entrant context manager, main thread only).
+
+    `train` installs it before the data is built, so a signal during set-up stops after the first step.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.step = 0  # the trainer's optimizer step, kept current so a signal can note where it arrived
+        self.signal_step: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._preempt: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> StopRequest:
+        self._depth += 1
+        if self._depth > 1 or threading.current_thread() is not threading.main_thread():
+            return self  # installed already; or not the main thread, where no handler can be set
+        self._preempt = _preempt_signal()
+        for signum in (*STOP_SIGNALS, *([self._preempt] if self._preempt else [])):
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            if signum == signal.SIGINT:
+                log.error("second SIGINT: aborting at once, without saving")
+                raise KeyboardInterrupt
+            return
+        self.signum, self.signal_step = signum, self.step
+        log.warning("received %s: finishing the current optimizer step, then saving and stopping%s",
+                    signal_name(signum), " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else "")
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def chain_requeue(self) -> None:
+        """After the save: hand a submitit preemption signal to submitit, which requeues the job."""
+        handler: Callable[[int, FrameType | None], Any] | None = self._previous.get(self.signum or -1)
+        if self.signum is not None and self.signum == self._preempt and callable(handler):
+            log.info("handing %s to submitit: the job is requeued and resumes from last.ckpt",
+                     signal_name(self.signum))
+            handler(self.signum, None)
+
+
+def resume_hint(run_dir: Path) -> str:
+    """The command that resumes this run (or sweep) from its last checkpoint."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return f"trainer.resume={run_dir / 'checkpoints' / 'last.ckpt'}"
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return (f"rerun the same multirun command with hydra.sweep.dir={hydra_cfg.sweep.dir}: "
+                "this job resumes from its last.ckpt")
+    overrides = [o for o in hydra_cfg.overrides.task
+                 if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.run.dir="))]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = (f"torchrun --nproc_per_node={world} -m emotionsumm.train" if world > 1
+                else f"{Path(sys.executable).name} -m emotionsumm.train")
+    return " ".join([launcher, *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={run_dir}"),
+                     "trainer.resume=auto"])
