@@ -52,7 +52,7 @@ CONFIGS, TARGETS = {"bare": False, "full": True}, {"bare": 1.03, "full": 1.10}  
 
 def make_data() -> Data:
     data = Data(files={"train": str(DEMO_DIR / "train.jsonl"), "val": None, "test": None}, demo=True,
-                class_names=CLASSES, vocab_size=2000, max_length=64, batch_size=32)
+                demo_dir=str(DEMO_DIR), class_names=CLASSES, vocab_size=2000, max_length=64, batch_size=32)
     data.setup(None, splits=("train",))
     return data
 

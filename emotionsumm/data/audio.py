@@ -2,8 +2,8 @@
 
 Rows are split randomly (stratified), by a predefined split column, or by group (a speaker is
 never in two splits); the normaliser is fitted on the training split only and travels in the
-checkpoint. Unreadable files raise an error naming them, or are skipped and counted with
-`on_error=skip`. With `cache_features`, the full-length un-augmented log-mels are computed once
+checkpoint. Unreadable or truncated files raise an error naming them, or are skipped and counted
+with `on_error=skip`. With `cache_features`, the full-length un-augmented log-mels are computed once
 into a cache keyed by the feature config and held in memory; crops and augmentation still happen
 per example, so training stays random.
 """
@@ -20,14 +20,14 @@ from torch.utils.data import Dataset
 
 from .audio_features import AudioPipeline, AudioReadError, FeatureCache, probe_audio
 from .classification import ClassificationData, Label
-from .readers import check_file, field, read_lines, read_rows
+from .readers import ON_ERROR, check_file, field, read_lines, read_rows
 from .splits import SPLITS, split_indices
+from .synthetic import demo_directory
 from .synthetic_audio import make_audio_emotion
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("csv", "ravdess")
-ON_ERROR = ("raise", "skip")
 AUDIO_SUFFIXES = (".wav", ".flac")
 RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
                     "07": "disgust", "08": "surprised"}
@@ -96,7 +96,8 @@ class AudioClassificationData(ClassificationData):
                  split: str = "random", split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
                  split_column: str = "split", val_groups: Sequence[Any] | None = None,
                  test_groups: Sequence[Any] | None = None, on_error: str = "raise", demo: bool = False,
-                 cache_features: bool = False, cache_dir: str | None = None, features: dict[str, Any] | None = None,
+                 demo_dir: str | None = None, cache_features: bool = False, cache_dir: str | None = None,
+                 features: dict[str, Any] | None = None,
                  augment: dict[str, Any] | None = None, state: dict[str, Any] | None = None, **common: Any) -> None:
         super().__init__(state=state, **common)
         split = "group" if split == "speaker_independent" else split
@@ -111,7 +112,7 @@ class AudioClassificationData(ClassificationData):
         self.split, self.split_ratios, self.split_column = split, list(split_ratios), split_column
         self.val_groups = [str(g) for g in val_groups] if val_groups else []
         self.test_groups = [str(g) for g in test_groups] if test_groups else []
-        self.on_error, self.demo = on_error, demo
+        self.on_error, self.demo, self.demo_dir = on_error, demo, demo_dir
         normalizer = (state or {}).get("normalizer")
         self.pipeline = AudioPipeline(**dict(features or {}), **dict(augment or {}), normalizer=normalizer)
         self.cache = FeatureCache(cache_dir, self.pipeline) if cache_features else None
@@ -191,7 +192,7 @@ class AudioClassificationData(ClassificationData):
         if not splits:
             return  # prediction only: classes and normaliser come from the checkpoint state
         if self.demo:
-            make_audio_emotion(self.root)
+            make_audio_emotion(demo_directory(self.demo_dir, {"data.root": self.root}))
         parts = self._split(self._read_rows())
         if self.num_folds:
             parts = {"train": parts["train"] + parts["val"], "test": parts["test"]}

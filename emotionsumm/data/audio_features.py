@@ -41,11 +41,16 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     if not path.is_file():
         raise AudioReadError(f"{path}: audio file not found")
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as fh:
+            expected, rate = fh.frames, fh.samplerate
+            samples = fh.read(dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile's errors are RuntimeErrors
         raise AudioReadError(f"{path}: cannot read audio ({_reason(exc)})") from None
     if samples.shape[0] == 0:
         raise AudioReadError(f"{path}: audio file has no samples")
+    if samples.shape[0] < expected:
+        raise AudioReadError(truncated(path, expected, samples.shape[0]))
+    check_wav_length(path)
     wave = torch.from_numpy(samples).mean(dim=1)
     if not torch.isfinite(wave).all():
         raise AudioReadError(f"{path}: audio has NaN or infinite samples")
@@ -53,18 +58,56 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
 
 
 def probe_audio(path: str | Path) -> None:
-    """Check from the header alone that a file is readable audio with samples (cheap)."""
+    """Check cheaply (header, WAV data length, last frame of a compressed file) that a file is complete,
+    readable audio with samples."""
     import soundfile as sf
 
     path = Path(path)
     if not path.is_file():
         raise AudioReadError(f"{path}: audio file not found")
+    tail = False
     try:
-        frames = sf.info(str(path)).frames
+        with sf.SoundFile(str(path)) as fh:
+            frames = fh.frames
+            tail = bool(frames) and fh.format != "WAV"
+            if tail:  # a cut compressed stream (FLAC, …) fails to seek to its last frame
+                fh.seek(frames - 1)
+                fh.read(1)
     except (RuntimeError, OSError, ValueError, TypeError) as exc:
-        raise AudioReadError(f"{path}: cannot read audio ({_reason(exc)})") from None
+        hint = "; is the file truncated? re-download or re-export it" if tail else ""
+        raise AudioReadError(f"{path}: cannot read audio ({_reason(exc)}){hint}") from None
     if frames == 0:
         raise AudioReadError(f"{path}: audio file has no samples")
+    check_wav_length(path)
+
+
+def truncated(path: Path, declared: int, present: int) -> str:
+    """The message for a file with fewer frames than its header declares."""
+    return (f"{path}: audio file is truncated: its header declares {declared} frames but only {present} are in "
+            "the file (an interrupted download or copy?); re-download or re-export it")
+
+
+def check_wav_length(path: Path) -> None:
+    """A WAV whose data chunk is shorter than its header declares raises AudioReadError (libsndfile would
+    silently read the shorter length). Other formats and streamed WAVs (size 0 or 0xFFFFFFFF) pass."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos, block = 12, 0
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk = fh.read(24)
+            name, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if name == b"fmt " and len(chunk) >= 22:
+                block = int.from_bytes(chunk[20:22], "little")  # bytes per frame (all channels)
+            elif name == b"data":
+                present = size - pos - 8
+                if length not in (0, 0xFFFFFFFF) and length > present and block:
+                    raise AudioReadError(truncated(path, length // block, present // block))
+                return
+            pos += 8 + length + (length & 1)
 
 
 class Normalizer:

@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 
 from ..config import require_choice, require_range
 from . import tokenizers as toks
-from .readers import check_file, read_rows
+from .readers import check_file, log_skipped, read_rows, skip_or_raise
+from .synthetic import demo_directory
 from .synthetic_dialogue import make_dialogues
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ class DialogueSummaryData:
                  max_source_length: int = 512, max_target_length: int = 128, batch_size: int = 16,
                  eval_batch_size: int | None = None, num_workers: int = 0, bucket_by_length: bool = True,
                  bucket_width: float = 0.2,
-                 max_eval_examples: int | None = None, on_error: str = "raise", demo: bool = False, seed: int = 0,
-                 state: dict[str, Any] | None = None) -> None:
+                 max_eval_examples: int | None = None, on_error: str = "raise", demo: bool = False,
+                 demo_dir: str | None = None, seed: int = 0, state: dict[str, Any] | None = None) -> None:
         require_choice("data.on_error", on_error, ("raise", "skip"))
         require_range("data.batch_size", batch_size, 1)
         require_range("data.num_workers", num_workers, 0)
@@ -131,6 +132,7 @@ class DialogueSummaryData:
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.max_eval_examples, self.on_error, self.demo, self.seed = max_eval_examples, on_error, demo, seed
+        self.demo_dir = demo_dir
         self._tokenizer_json: str | None = (state or {}).get("tokenizer_json")
         self.tokenizer: Any = None
         self.datasets: dict[str, Dataset] = {}
@@ -139,7 +141,6 @@ class DialogueSummaryData:
     # ---- reading ------------------------------------------------------------------------
     def setup(self, run_dir: str | Path | None = None, splits: Sequence[str] = SPLITS) -> None:
         """Read the requested splits, build the tokenizer, tokenize (and bucket the training split)."""
-        self._make_demo()
         rows = {s: self.read(s) for s in splits if self.files.get(s) or s == "train"}
         self._build_tokenizer(rows.get("train"), run_dir)
         for split, split_rows in rows.items():
@@ -153,8 +154,9 @@ class DialogueSummaryData:
         log.info("data: %s", {s: self.stats[s] for s in rows})
 
     def _make_demo(self) -> None:
-        if self.demo and self.files.get("train"):
-            make_dialogues(Path(str(self.files["train"])).parent)
+        """With `demo`, generate the demo set into `demo_dir` (every file must lie there)."""
+        if self.demo:
+            make_dialogues(demo_directory(self.demo_dir, {f"data.files.{s}": p for s, p in self.files.items()}))
 
     def read(self, split: str) -> list[Dialogue]:
         """The rows of a split; a bad row names its file and line (or is skipped and counted).
@@ -165,18 +167,16 @@ class DialogueSummaryData:
         self._make_demo()
         key = f"data.files.{split}"
         path = check_file(self.files.get(split), key)
-        rows, skipped = [], []
+        rows: list[Dialogue] = []
+        skipped: list[str] = []
+        total = 0
         for lineno, row in read_rows(path, self.format):
+            total += 1
             try:
                 rows.append(self._row(row, split, lineno, need_summary=True))
             except ValueError as exc:
-                if self.on_error == "raise":
-                    raise ValueError(f"{path}:{lineno}: {exc}; fix the row, or set data.on_error=skip to skip "
-                                     "and count such rows") from None
-                skipped.append(f"{path.name}:{lineno} ({exc})")
-        if skipped:
-            log.warning("%s: skipped %d bad row(s) (data.on_error=skip): %s%s", key, len(skipped),
-                        "; ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
+                skip_or_raise(self.on_error, f"{path}:{lineno}: {exc}", skipped)
+        log_skipped(key, skipped, total)
         if not rows:
             raise ValueError(f"{key}: split '{split}' is empty: {path} has no usable rows")
         if split == "val" and self.max_eval_examples and len(rows) > self.max_eval_examples:
@@ -192,10 +192,11 @@ class DialogueSummaryData:
             raise ValueError(f"no field {self.dialogue_field!r} (data.dialogue_field); fields are {list(row)}")
         dialogue = "" if dialogue is None else str(dialogue).replace("\r\n", "\n").strip()
         if not dialogue:
-            raise ValueError(f"empty dialogue (data.dialogue_field={self.dialogue_field!r})")
+            raise ValueError(f"empty dialogue (null, empty or only whitespace; data.dialogue_field="
+                             f"{self.dialogue_field!r})")
         refs = [str(row[f]).strip() for f in self.summary_fields if row.get(f) is not None]
         if need_summary and (not refs or not all(refs)):
-            what = "empty summary" if refs else f"no summary field of {self.summary_fields}"
+            what = "empty summary" if refs else f"no summary: the fields {self.summary_fields} are missing or null"
             raise ValueError(f"{what} (data.summary_fields)")
         ident = row.get(self.id_field) if self.id_field else row.get("fname", row.get("id"))
         return Dialogue(str(ident) if ident is not None else f"{split}_{lineno}", dialogue, refs)

@@ -22,15 +22,15 @@ from torch.utils.data import Dataset
 
 from .classification import ClassificationData, Label
 from .image_transforms import ImagePipeline, ImageReadError
-from .readers import check_file, read_lines, read_rows
+from .readers import check_file, check_on_error, read_lines, read_rows
 from .readers import field as row_field
 from .splits import SPLITS, split_indices
+from .synthetic import demo_directory
 from .synthetic_image import make_image_emotion
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("folders", "fer2013_csv")
-ON_ERROR = ("raise", "skip")
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # FER2013's Usage column → our split names (train/val/test are accepted as they are)
 USAGE = {"training": "train", "publictest": "val", "privatetest": "test", "train": "train", "val": "val",
@@ -77,7 +77,9 @@ class ImageClassificationData(ClassificationData):
     """Reads an image emotion dataset and builds what the model (`num_classes`, `in_channels`) and policy need.
 
     `root` is the folder of class folders (layout `folders`) or the CSV file (layout `fer2013_csv`).
-    Unreadable images raise an error naming the file, or with `on_error=skip` are left out and counted.
+    Unreadable images, and images smaller than `min_image_size` pixels (capped at `image_size`), raise an
+    error naming the file, or with `on_error=skip` are left out and counted. With `demo`, the demo faces
+    are generated into `demo_dir`, and `root` must lie there.
     The split is computed on the full file list (before skipping), so it is the same whichever splits
     are read. Normalisation statistics (computed on the training split unless `normalize=imagenet|none`
     or given as `mean`/`std`) are part of `state_dict()`, hence of the checkpoint.
@@ -87,22 +89,22 @@ class ImageClassificationData(ClassificationData):
                  split_ratios: Sequence[float] = (0.8, 0.1, 0.1), group_regex: str | None = None,
                  channels: int = 1, image_size: int | Sequence[int] = 48, augment: Mapping[str, Any] | None = None,
                  normalize: str = "train", mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 equalize: bool = False, on_error: str = "raise", preload: bool = True, label_column: str = "emotion",
-                 pixels_column: str = "pixels", split_column: str = "Usage", demo: bool = False,
-                 state: dict[str, Any] | None = None, **common: Any) -> None:
+                 equalize: bool = False, min_image_size: int = 8, on_error: str = "raise", preload: bool = True,
+                 label_column: str = "emotion", pixels_column: str = "pixels", split_column: str = "Usage",
+                 demo: bool = False, demo_dir: str | None = None, state: dict[str, Any] | None = None,
+                 **common: Any) -> None:
         super().__init__(state=state, **common)
         if layout not in LAYOUTS:
             raise ValueError(f"data.layout={layout!r} is not allowed; choose one of {list(LAYOUTS)}")
-        if on_error not in ON_ERROR:
-            raise ValueError(f"data.on_error={on_error!r} is not allowed; choose one of {list(ON_ERROR)}")
+        check_on_error(on_error)
         self.root, self.layout, self.split, self.split_ratios = root, layout, split, list(split_ratios)
         self.group_pattern = self._compile(group_regex)
-        self.on_error, self.preload, self.demo = on_error, preload, demo
+        self.on_error, self.preload, self.demo, self.demo_dir = on_error, preload, demo, demo_dir
         self.label_column, self.pixels_column, self.split_column = label_column, pixels_column, split_column
         self.normalize = normalize
         state = state or {}
         self.pipeline = ImagePipeline(channels, image_size, augment, state.get("mean", mean), state.get("std", std),
-                                      equalize)
+                                      equalize, min_image_size)
         self.skipped: list[str] = []
 
     @staticmethod
@@ -118,7 +120,7 @@ class ImageClassificationData(ClassificationData):
     def setup(self, run_dir: str | Path | None = None, splits: Sequence[str] = SPLITS) -> None:
         """Read the rows, split them, fix the classes, decode the requested splits, fit the normalisation."""
         if self.demo:
-            make_image_emotion(self.root)
+            make_image_emotion(demo_directory(self.demo_dir, {"data.root": self.root}))
         rows = self._read_csv() if self.layout == "fer2013_csv" else self._read_folders()
         if not rows.sources:
             expected = {"fer2013_csv": "CSV rows", "folders": "<class>/*.png|jpg"}[self.layout]
@@ -144,7 +146,8 @@ class ImageClassificationData(ClassificationData):
             log.info("group split on data.group_regex: %s groups", {s: len({groups[i] for i in parts[s]})
                                                                       for s in SPLITS})
         if self.skipped:
-            log.warning("data.on_error=skip: skipped %d unreadable image(s), e.g. %s", len(self.skipped),
+            log.warning("data.on_error=skip: skipped %d unreadable image(s) (corrupt, empty, or smaller than "
+                        "data.min_image_size=%d), e.g. %s", len(self.skipped), self.pipeline.min_size,
                         self.skipped[:3])
         log.info("data: %s; %d classes %s; normalisation mean=%s std=%s", {s: len(d) for s, d in self.datasets.items()},
                  len(self.class_names), self.class_names, self.pipeline.mean, self.pipeline.std)
@@ -210,7 +213,8 @@ class ImageClassificationData(ClassificationData):
                 image = self.pipeline.from_array(parse_pixels(pixels), where)
             except ValueError as exc:
                 if self.on_error == "raise":
-                    raise ValueError(f"{where}: {exc}; fix the row or set data.on_error=skip") from None
+                    reason = exc.reason if isinstance(exc, ImageReadError) else exc
+                    raise ValueError(f"{where}: {reason}; fix the row or set data.on_error=skip") from None
                 self.skipped.append(where)
                 continue
             rows.add(image, label, where, split)

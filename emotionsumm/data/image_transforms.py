@@ -92,15 +92,20 @@ class ImagePipeline:
     `fit_normalization` on the training images, or given (e.g. the pretrained weights' own).
     `equalize` (histogram equalisation, per image and channel) evens out skin tone, lighting and camera
     contrast between subjects, a classic step of facial-expression pipelines.
+    An image whose height or width is below `min_size` pixels (capped at `image_size`; 0 = no check) is
+    a broken export or a thumbnail, not a face: it raises ImageReadError instead of being upscaled.
     """
 
     def __init__(self, channels: int = 1, image_size: int | Sequence[int] = 48,
                  augment: Mapping[str, Any] | None = None, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, equalize: bool = False) -> None:
+                 std: Sequence[float] | None = None, equalize: bool = False, min_size: int = 8) -> None:
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not allowed; choose 1 (grey) or 3 (RGB)")
+        if min_size < 0:
+            raise ValueError(f"data.min_image_size={min_size} is out of range; allowed: >= 0 (0 = no check)")
         self.channels = channels
         self.size = pair(image_size)
+        self.min_size = min(int(min_size), *self.size)
         self.augmentation = build_augmentation(self.size, augment)
         self.equalize = equalize
         self.mean: list[float] | None = None
@@ -117,7 +122,10 @@ class ImagePipeline:
         try:
             with Image.open(path) as image:
                 image.load()
+                self._check_size(image.size, where)
                 return self._from_pil(image)
+        except ImageReadError:
+            raise
         except FileNotFoundError:
             raise ImageReadError(where, "file not found") from None
         except UnidentifiedImageError:
@@ -130,7 +138,15 @@ class ImagePipeline:
         """A uint8 [H, W] or [H, W, C] array (e.g. a FER2013 `pixels` row) as uint8 [C, H, W]."""
         from PIL import Image
 
+        self._check_size((array.shape[1], array.shape[0]), where)
         return self._from_pil(Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)))
+
+    def _check_size(self, width_height: tuple[int, int], where: str) -> None:
+        width, height = width_height
+        if min(width, height) < self.min_size:
+            raise ImageReadError(where, f"{width}x{height} pixels is smaller than data.min_image_size="
+                                 f"{self.min_size}: a broken export or thumbnail? replace the file, or lower "
+                                 "data.min_image_size")
 
     def _from_pil(self, image: Any) -> torch.Tensor:
         from PIL import Image

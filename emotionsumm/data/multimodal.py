@@ -1,10 +1,12 @@
 """Multimodal emotion data: manifests (CSV or JSONL) whose rows carry a label and any of text, audio, image.
 
-A value missing from a row (empty, null, or no such column) is masked, not an error; a modality
-that no training row has is left out of the model altogether (MELD here has text only). Each
-modality goes through the same pipeline as in its single-modality task: the WordPiece (or
-pretrained) tokenizer, `AudioPipeline` with its train-split normaliser and optional feature cache,
-and `ImagePipeline` with its train-split mean/std. Media paths are relative to the manifest.
+A value missing from a row (null, empty, only whitespace, or no such column) is masked, not an error;
+a row with no value at all, or without a label, raises naming its line (or is skipped and counted
+with `on_error=skip`); a modality that no training row has is left out of the model altogether
+(MELD here has text only). Each modality goes through the same pipeline as in its single-modality
+task: the WordPiece (or pretrained) tokenizer, `AudioPipeline` with its train-split normaliser and
+optional feature cache, and `ImagePipeline` with its train-split mean/std (and `min_image_size`).
+Media paths are relative to the manifest.
 A batch holds `<modality>_<input>` tensors plus a boolean `<modality>_mask` (present or not).
 """
 
@@ -22,14 +24,14 @@ from . import tokenizers as toks
 from .audio_features import AudioPipeline, AudioReadError, FeatureCache
 from .classification import ClassificationData, Label
 from .image_transforms import ImagePipeline, ImageReadError
-from .readers import check_file, read_rows
+from .readers import check_file, check_on_error, log_skipped, read_rows, skip_or_raise, text_value
 from .splits import SPLITS
+from .synthetic import demo_directory
 from .synthetic_multimodal import make_multimodal_emotion
 
 log = logging.getLogger(__name__)
 
 MODALITIES = ("text", "audio", "image")
-ON_ERROR = ("raise", "skip")
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 
 
@@ -77,21 +79,20 @@ class MultimodalData(ClassificationData):
 
     def __init__(self, files: Mapping[str, str | None], label_column: str = "label",
                  columns: Mapping[str, str | None] | None = None, modalities: Sequence[str] = MODALITIES,
-                 format: str | None = None, on_error: str = "raise", demo: bool = False,
+                 format: str | None = None, on_error: str = "raise", demo: bool = False, demo_dir: str | None = None,
                  text: Mapping[str, Any] | None = None, audio: Mapping[str, Any] | None = None,
                  image: Mapping[str, Any] | None = None, state: dict[str, Any] | None = None, **common: Any) -> None:
         super().__init__(state=state, **common)
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
             raise ValueError(f"data.modalities={list(modalities)} must be a non-empty subset of {list(MODALITIES)}")
-        if on_error not in ON_ERROR:
-            raise ValueError(f"data.on_error={on_error!r} is not allowed; choose one of {list(ON_ERROR)}")
+        check_on_error(on_error)
         state = state or {}
         self.files, self.label_column, self.format = dict(files), label_column, format
         self.columns = {m: m for m in MODALITIES} | dict(columns or {})
         self.modalities = list(modalities)
         self.active: list[str] | None = state.get("modalities")
-        self.on_error, self.demo = on_error, demo
+        self.on_error, self.demo, self.demo_dir = on_error, demo, demo_dir
         text, audio, image = dict(text or {}), dict(audio or {}), dict(image or {})
         self.tokenizer_name = text.get("tokenizer")
         self.vocab_size, self.max_length = int(text.get("vocab_size", 8000)), int(text.get("max_length", 128))
@@ -104,31 +105,33 @@ class MultimodalData(ClassificationData):
         self.cache = FeatureCache(cache_dir, self.audio) if audio.get("cache_features") and cache_dir else None
         self.image = ImagePipeline(int(image.get("channels", 1)), image.get("image_size", 48), image.get("augment"),
                                    state.get("image_mean", image.get("mean")), state.get("image_std", image.get("std")),
-                                   bool(image.get("equalize", False)))
+                                   bool(image.get("equalize", False)), int(image.get("min_image_size", 8)))
         self.image_normalize = image.get("normalize", "train")
         self.skipped: dict[str, int] = {}
 
     # ---- reading ------------------------------------------------------------------------
-    def _read(self, path: Path, labelled: bool = True) -> list[Row]:
-        rows = []
+    def _read(self, path: Path, split: str, labelled: bool = True) -> list[Row]:
+        rows: list[Row] = []
+        bad: list[str] = []
+        total = 0
         for lineno, raw in read_rows(path, self.format):
+            total += 1
             where = f"{path}:{lineno}"
-            label = None
-            if labelled:
-                if self.label_column not in raw or raw[self.label_column] in (None, ""):
-                    raise ValueError(f"{where}: no label in column {self.label_column!r} (data.label_column); "
-                                     f"columns are {list(raw)}")
-                label = Label(raw[self.label_column], where)
-            values = {}
-            for modality in MODALITIES:
-                value = raw.get(self.columns.get(modality) or "")
-                values[modality] = str(value) if value not in (None, "") else None
-            if all(v is None for v in values.values()):
-                raise ValueError(f"{where}: no modality present (columns {self.columns} are all empty or "
-                                 "missing); fill at least one, or fix data.columns")
-            rows.append(Row(label, values, where, path.parent))
+            values = {m: text_value(raw.get(self.columns.get(m) or "")) for m in MODALITIES}
+            label = Label(raw.get(self.label_column), where) if labelled else None
+            if label is not None and text_value(label.value) is None:
+                skip_or_raise(self.on_error, f"{where}: no label in column {self.label_column!r} (null, empty or "
+                              f"missing; data.label_column); columns are {list(raw)}", bad)
+            elif all(v is None for v in values.values()):
+                skip_or_raise(self.on_error, f"{where}: no modality present (columns {self.columns} are all null, "
+                              "empty or missing)", bad, fix="fill at least one, or fix data.columns")
+            else:
+                rows.append(Row(label, values, where, path.parent))
+        log_skipped(f"{path} (split {split})", bad, total)
+        if bad:
+            self.skipped[split] = self.skipped.get(split, 0) + len(bad)
         if not rows:
-            raise ValueError(f"{path}: the manifest has no rows")
+            raise ValueError(f"{path}: the manifest has no usable rows")
         used = [r for r in rows if any(r.values[m] is not None for m in self.modalities)]
         if len(used) < len(rows):
             log.info("%s: %d of %d rows have none of data.modalities=%s; left out", path, len(rows) - len(used),
@@ -150,7 +153,7 @@ class MultimodalData(ClassificationData):
 
     def _media(self, rows: list[Row], split: str) -> tuple[list[Row], list[dict[str, Any]]]:
         """Decode audio (full-length log-mels) and images of the active modalities; bad files raise or skip."""
-        kept, inputs = [], []
+        kept, inputs, bad = [], [], []
         for row in rows:
             item: dict[str, Any] = {}
             try:
@@ -163,31 +166,29 @@ class MultimodalData(ClassificationData):
                         else:
                             item["image"] = self.image.load(path)
             except (AudioReadError, ImageReadError) as exc:
-                if self.on_error == "raise":
-                    raise ValueError(f"{row.where}: {exc}; fix or remove the file, or set data.on_error=skip") \
-                        from None
-                self.skipped[split] = self.skipped.get(split, 0) + 1
+                skip_or_raise(self.on_error, f"{row.where}: {exc}", bad, fix="fix or remove the file")
                 continue
             if "text" in self.active:
                 item["text"] = row.values.get("text")
             kept.append(row)
             inputs.append(item)
-        if self.skipped.get(split):
-            log.warning("split %s: skipped %d row(s) with unreadable media (data.on_error=skip)", split,
-                        self.skipped[split])
+        log_skipped(f"split {split}: unreadable media", bad, len(rows))
+        if bad:
+            self.skipped[split] = self.skipped.get(split, 0) + len(bad)
         return kept, inputs
 
     # ---- set-up -------------------------------------------------------------------------
     def setup(self, run_dir: str | Path | None = None, splits: Sequence[str] = SPLITS) -> None:
         """Read the manifests, fix classes and modalities, fit the pipelines on train, build the datasets."""
-        if self.demo and self.files.get("train"):
-            make_multimodal_emotion(Path(str(self.files["train"])).parent)
+        if self.demo and splits:
+            files = {f"data.files.{s}": p for s, p in self.files.items()}
+            make_multimodal_emotion(demo_directory(self.demo_dir, files))
         need_train = "train" in splits or self.class_names is None or self.active is None or \
             (self.num_folds and "val" in splits)
         wanted = [s for s in SPLITS if (s in splits and self.files.get(s)) or (s == "train" and need_train)]
         if self.num_folds:
             wanted = [s for s in wanted if s != "val"]
-        rows = {s: self._read(check_file(self.files.get(s), f"data.files.{s}")) for s in wanted}
+        rows = {s: self._read(check_file(self.files.get(s), f"data.files.{s}"), s) for s in wanted}
         if "train" in rows:
             self.fix_classes([r.label for r in rows["train"]])
             self._choose_modalities(rows["train"])
@@ -252,7 +253,7 @@ class MultimodalData(ClassificationData):
             raise ValueError(f"input={source}: expected a manifest file (.jsonl or .csv) with any of the columns "
                              f"{[self.columns[m] for m in self.active]} (media paths relative to it)")
         self._build_tokenizer(None, None)
-        rows = self._read(check_file(source, "input"), labelled=False)
+        rows = self._read(check_file(source, "input"), "predict", labelled=False)
         kept, inputs = self._media(rows, "predict")
         return self._dataset(inputs, [None] * len(kept), [r.where for r in kept])
 

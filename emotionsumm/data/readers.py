@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("jsonl", "json", "csv", "tsv")
+ON_ERROR = ("raise", "skip")
+JSON_EXPECTED = "expected JSONL (one JSON object per line) or a JSON list of objects"
 
 
 def check_file(path: str | Path | None, key: str) -> Path:
@@ -22,48 +28,95 @@ def check_file(path: str | Path | None, key: str) -> Path:
     return path
 
 
+def decode_utf8(data: bytes, name: str) -> str:
+    """`data` as UTF-8 text (a leading BOM dropped); a bad byte raises a ValueError naming `name`, its line
+    and the fix."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raw = exc.object  # offsets are relative to it (after a BOM)
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        lineno = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{name}:{lineno}: byte 0x{raw[exc.start]:02x} (column "
+                         f"{exc.start - line_start + 1}) is not UTF-8; re-save the file as UTF-8 (e.g. "
+                         "`iconv -f latin1 -t utf-8 in > out`, or 'CSV UTF-8' in a spreadsheet)") from None
+
+
+def read_text(path: Path) -> str:
+    """The whole file as UTF-8 text; a non-UTF-8 byte names the file, line and fix."""
+    return decode_utf8(path.read_bytes(), str(path))
+
+
 def read_rows(path: Path, fmt: str | None = None, has_header: bool = True) -> Iterator[tuple[int, dict[Any, Any]]]:
-    """Yield (line number, row) pairs. Without a header, CSV/TSV rows are keyed by column index."""
+    """Yield (line number, row) pairs. Without a header, CSV/TSV rows are keyed by column index.
+
+    A JSON list yields (item number, row). Errors name the file and line."""
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise ValueError(f"{path}: unknown format {fmt!r}; allowed: {list(FORMATS)} (set data.format)")
-    if fmt in ("jsonl", "json") and path.read_text(encoding="utf-8")[:1] == "[":
-        for i, row in enumerate(json.loads(path.read_text(encoding="utf-8")), start=1):
+    text = read_text(path)
+    if fmt in ("jsonl", "json"):
+        yield from _json_rows(path, text)
+        return
+    delimiter = "\t" if fmt == "tsv" else ","
+    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    header = next(reader, None) if has_header else None
+    offset = 2 if has_header else 1
+    for lineno, values in enumerate(reader, start=offset):
+        if not values:
+            continue
+        yield lineno, dict(zip(header, values)) if header else dict(enumerate(values))
+
+
+def _json_rows(path: Path, text: str) -> Iterator[tuple[int, dict[Any, Any]]]:
+    if text.lstrip()[:1] == "[":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); {JSON_EXPECTED}") from None
+        for i, row in enumerate(items, start=1):
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: item {i} of the JSON list is a {type(row).__name__}, not an object; "
+                                 f"{JSON_EXPECTED}")
             yield i, row
         return
-    with path.open(encoding="utf-8", newline="") as fh:
-        if fmt in ("jsonl", "json"):
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-                yield lineno, row
-            return
-        delimiter = "\t" if fmt == "tsv" else ","
-        quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        header = next(reader, None) if has_header else None
-        offset = 2 if has_header else 1
-        for lineno, values in enumerate(reader, start=offset):
-            if not values:
-                continue
-            yield lineno, dict(zip(header, values)) if header else dict(enumerate(values))
+    for lineno, line in enumerate(io.StringIO(text, newline=""), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(_whole_json_error(path, text) or
+                             f"{path}:{lineno}: not valid JSON ({exc.msg}); {JSON_EXPECTED}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+        yield lineno, row
+
+
+def _whole_json_error(path: Path, text: str) -> str | None:
+    """When a file that is not JSONL is one valid JSON value (say, a pretty-printed object), say so."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, dict):
+        keys = list(value)[:5]
+        return (f"{path} holds a single JSON object (keys {keys}), not rows; {JSON_EXPECTED}, e.g. "
+                '[{"text": ..., "label": ...}, ...] (convert it, or point the config at the right file)')
+    return f"{path} holds a single JSON {type(value).__name__}, not rows; {JSON_EXPECTED}"
 
 
 def read_lines(source: str, key: str = "input") -> list[str]:
     """Non-empty lines of a file, or of stdin for '-'; errors name the config key."""
     if source == "-":
-        text = sys.stdin.read()
+        buffer = getattr(sys.stdin, "buffer", None)
+        text = decode_utf8(buffer.read(), "stdin") if buffer is not None else sys.stdin.read()
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{key}: file not found: {path} (set {key}=<file> or {key}=- for stdin)")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     lines = [line.rstrip("\r") for line in text.splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{key}: no non-empty line to predict in {'stdin' if source == '-' else source}")
@@ -75,3 +128,33 @@ def field(row: dict[Any, Any], name: Any, path: Path, lineno: int, key: str) -> 
     if name not in row:
         raise ValueError(f"{path}:{lineno}: no column {name!r} (set by {key}); columns are {list(row)}")
     return row[name]
+
+
+def check_on_error(on_error: str) -> str:
+    """`data.on_error` if allowed (raise | skip), else a ValueError naming the key."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"data.on_error={on_error!r} is not allowed; choose one of {list(ON_ERROR)}")
+    return on_error
+
+
+def text_value(value: Any) -> str | None:
+    """`value` as text, or None when it is null, empty or only whitespace (never the text "None")."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def skip_or_raise(on_error: str, message: str, skipped: list[str], fix: str = "fix the row",
+                  error: type[Exception] = ValueError) -> None:
+    """A bad row: raise `error(message + fix)` under data.on_error=raise, or record `message` in `skipped`."""
+    if on_error != "skip":
+        raise error(f"{message}; {fix}, or set data.on_error=skip to skip and count such rows")
+    skipped.append(message)
+
+
+def log_skipped(what: str, skipped: Sequence[str], total: int) -> None:
+    """Warn how many of `total` rows were skipped (data.on_error=skip), with the first as an example."""
+    if skipped:
+        log.warning("%s: skipped %d of %d row(s) (data.on_error=skip), e.g. %s", what, len(skipped), total,
+                    skipped[0])

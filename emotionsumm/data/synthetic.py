@@ -1,6 +1,9 @@
 """Deterministic demo datasets generated on first use, so the default experiment needs no download.
 
-Files are written atomically into a cache dir and then read by the same readers as real data.
+Files are written atomically into a cache dir (`data.demo_dir`) and then read by the same readers as
+real data. Demo data is only ever written into, and read from, that directory: `demo_directory`
+refuses a configuration whose files point elsewhere, so a user's folder never gets demo files and
+demo data is never scored as the user's split.
 """
 
 from __future__ import annotations
@@ -10,12 +13,40 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..checkpoint import atomic_write_text
 
 MARKER = ".complete"  # written last into a generated directory: its presence means the set is complete
+
+
+def demo_directory(demo_dir: str | Path | None, paths: Mapping[str, Any]) -> Path:
+    """The directory `data.demo=true` generates into, once every configured path (config key -> path,
+    None = unset) is checked to lie inside it; a path elsewhere raises a ValueError naming its key."""
+    if not demo_dir:
+        demo_dir = _existing_demo_set(paths)  # a checkpoint saved before data.demo_dir existed
+    if not demo_dir:
+        raise ValueError("data.demo=true needs data.demo_dir=<dir> (the cache dir the demo set is generated "
+                         "into, e.g. ${paths.cache_dir}/demo/<name>); set data.demo=false to use your own files")
+    root = Path(str(demo_dir)).expanduser().resolve()
+    outside = [f"{key}={value}" for key, value in paths.items()
+               if value not in (None, "") and not Path(str(value)).expanduser().resolve().is_relative_to(root)]
+    if outside:
+        raise ValueError(f"data.demo=true writes and reads demo data only inside data.demo_dir={root}; "
+                         f"{', '.join(outside)} {'points' if len(outside) == 1 else 'point'} elsewhere: set "
+                         "data.demo=false to use your own files")
+    return root
+
+
+def _existing_demo_set(paths: Mapping[str, Any]) -> Path | None:
+    """The complete demo set (with its marker) that the first configured path lies in, if there is one."""
+    first = next((Path(str(v)).expanduser() for v in paths.values() if v not in (None, "")), None)
+    if first is None:
+        return None
+    directory = first if first.is_dir() else first.parent
+    return directory if (directory / MARKER).is_file() else None
 
 
 def write_directory_once(directory: str | Path, fill: Callable[[Path], None], description: str) -> Path:

@@ -12,8 +12,8 @@ from torch.utils.data import Dataset
 
 from . import tokenizers as toks
 from .classification import ClassificationData, Label
-from .readers import check_file, field, read_lines, read_rows
-from .synthetic import make_text_emotion
+from .readers import check_file, check_on_error, field, log_skipped, read_lines, read_rows, skip_or_raise, text_value
+from .synthetic import demo_directory, make_text_emotion
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,16 @@ class TextClassificationData(ClassificationData):
     saved in the run dir; otherwise the pretrained tokenizer of that name or directory is used.
     `state` (from a checkpoint) fixes classes and tokenizer, for resume, evaluate and predict.
     With `num_folds`, fold `fold` of the training file replaces the validation file.
+    A row whose text (or pair, or label) is null, empty or only whitespace raises an error naming its
+    file and line, or with `on_error=skip` is left out and counted. With `demo`, the demo set is
+    generated into `demo_dir`, and every file must lie there.
     """
 
     def __init__(self, files: dict[str, str | None], text_field: Any = "text", text_pair_field: Any = None,
                  label_field: Any = "label", format: str | None = None, has_header: bool = True,
                  tokenizer: str | None = None, vocab_size: int = 8000, max_length: int = 128,
-                 demo: bool = False, tokenizer_cache_dir: str | None = None, state: dict[str, Any] | None = None,
-                 **common: Any) -> None:
+                 on_error: str = "raise", demo: bool = False, demo_dir: str | None = None,
+                 tokenizer_cache_dir: str | None = None, state: dict[str, Any] | None = None, **common: Any) -> None:
         super().__init__(state=state, **common)
         if max_length < 8:
             raise ValueError(f"data.max_length={max_length} is out of range; allowed: >= 8")
@@ -61,7 +64,8 @@ class TextClassificationData(ClassificationData):
         self.text_field, self.text_pair_field, self.label_field = text_field, text_pair_field, label_field
         self.format, self.has_header = format, has_header
         self.tokenizer_name, self.vocab_size, self.max_length = tokenizer, vocab_size, max_length
-        self.demo = demo
+        self.on_error, self.demo, self.demo_dir = check_on_error(on_error), demo, demo_dir
+        self.skipped: dict[str, int] = {}
         self.tokenizer_cache_dir = tokenizer_cache_dir
         self._tokenizer_json: str | None = (state or {}).get("tokenizer_json")
         self.tokenizer = None
@@ -69,8 +73,8 @@ class TextClassificationData(ClassificationData):
     # ---- set-up -------------------------------------------------------------------------
     def setup(self, run_dir: str | Path | None = None, splits: Sequence[str] = SPLITS) -> None:
         """Read the requested splits, fix the classes, build the tokenizer, tokenize."""
-        if self.demo and splits and self.files.get("train"):
-            make_text_emotion(Path(str(self.files["train"])).parent)
+        if self.demo and splits:
+            make_text_emotion(demo_directory(self.demo_dir, {f"data.files.{s}": p for s, p in self.files.items()}))
         wanted = [s for s in splits if self.files.get(s) or s == "train"]
         if self.num_folds and "train" in splits:
             wanted = [s for s in wanted if s != "val"]
@@ -102,13 +106,26 @@ class TextClassificationData(ClassificationData):
         key = f"data.files.{split}"
         path = check_file(self.files.get(split), key)
         texts, pairs, labels = [], [] if self.text_pair_field is not None else None, []
+        names = {"data.text_field": self.text_field, "data.label_field": self.label_field}
+        if pairs is not None:
+            names["data.text_pair_field"] = self.text_pair_field
+        bad: list[str] = []
+        total = 0
         for lineno, row in read_rows(path, self.format, self.has_header):
-            texts.append(str(field(row, self.text_field, path, lineno, "data.text_field")))
+            total += 1
+            values = {k: field(row, name, path, lineno, k) for k, name in names.items()}
+            if empty := [f"{k}={names[k]!r}" for k, value in values.items() if text_value(value) is None]:
+                skip_or_raise(self.on_error, f"{path}:{lineno}: null, empty or whitespace-only value in "
+                              f"{', '.join(empty)}", bad)
+                continue
+            texts.append(str(values["data.text_field"]))
             if pairs is not None:
-                pairs.append(str(field(row, self.text_pair_field, path, lineno, "data.text_pair_field")))
-            labels.append(Label(field(row, self.label_field, path, lineno, "data.label_field"), f"{path}:{lineno}"))
+                pairs.append(str(values["data.text_pair_field"]))
+            labels.append(Label(values["data.label_field"], f"{path}:{lineno}"))
+        log_skipped(key, bad, total)
+        self.skipped[split] = len(bad)
         if not texts:
-            raise ValueError(f"{key}: split '{split}' is empty: {path} has no rows")
+            raise ValueError(f"{key}: split '{split}' is empty: {path} has no usable rows")
         return texts, pairs, labels
 
     def _build_tokenizer(self, train: tuple | None, run_dir: str | Path | None) -> None:
