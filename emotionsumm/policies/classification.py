@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import classification_metrics, confusion_figure, confusion_matrix
+from ..metrics import classification_metrics, collapse_warning, confusion_figure, confusion_matrix
 from . import ModelHooks
+
+log = logging.getLogger(__name__)
 
 
 def class_weights_from_counts(counts: Sequence[int]) -> torch.Tensor:
@@ -83,7 +86,10 @@ class ClassificationPolicy(ModelHooks, nn.Module):
 
     def log_artifacts(self, state: dict[str, torch.Tensor], logger: Any, prefix: str, step: int,
                       run_dir: str | Path | None) -> None:
-        """Confusion matrix as a TensorBoard image and a PNG in the run dir."""
+        """Confusion matrix as a TensorBoard image and a PNG in the run dir; a warning if predictions collapsed."""
+        warning = collapse_warning(state["confusion"], self.class_names)
+        if warning:
+            log.warning("%s at step %d: %s", prefix, step, warning)
         figure = confusion_figure(state["confusion"], self.class_names, f"{prefix} confusion matrix (step {step})")
         if run_dir is not None:
             figure.savefig(Path(run_dir) / f"confusion_{prefix}.png", dpi=100)
