@@ -93,9 +93,6 @@ class StopRequest:
         log.warning("received %s: finishing the current optimizer step, then saving and stopping%s",
                     signal_name(signum), " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else "")
 
-    def requested(self) -> bool:
-        return self.signum is not None
-
     def chain_requeue(self) -> None:
         """After the save: hand a submitit preemption signal to submitit, which requeues the job."""
         handler: Callable[[int, FrameType | None], Any] | None = self._previous.get(self.signum or -1)

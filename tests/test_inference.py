@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from emotionsumm.runtime import load_for_inference
 
@@ -81,3 +82,14 @@ def test_inference_errors_name_the_input(trained, tmp_path):
     assert proc.returncode != 0 and f"input: file not found: {tmp_path}/missing.txt" in proc.stderr
     proc = cli("evaluate", f"ckpt={tmp_path}/nope.ckpt")
     assert proc.returncode != 0 and f"ckpt: checkpoint not found: {tmp_path}/nope.ckpt" in proc.stderr
+
+
+def test_evaluate_a_demo_checkpoint_on_your_own_file(trained, tmp_path):
+    run, _ = trained
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"text": t, "label": label}) + "\n"
+                            for t, label in zip(TEXTS * 3, ["sadness", "joy"] * 3)))
+    _, data, _ = load_for_inference(f"{run}/checkpoints/last.ckpt", data_overrides=OmegaConf.create(
+        {"files": {"test": str(mine)}}), splits=("test",))
+    assert not data.demo and len(data.dataset("test")) == 6  # the user's rows, never demo data
+    assert mine.read_text().count("\n") == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["mine.jsonl"]

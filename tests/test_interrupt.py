@@ -153,15 +153,23 @@ def test_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_pat
     release(tmp_path)
 
 
+SWEEP_JOB = ["seed=3", *TINY, "trainer.limit_val_batches=1", "trainer.test_after_fit=false"]
+
+
+def start_sweep(sweep: Path, args: list[str]) -> subprocess.Popen:
+    """A one-job multirun in the background, returned once its job trains."""
+    proc = subprocess.Popen([sys.executable, "-m", "emotionsumm.train", *args], cwd=PROJECT_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: any(_training_started(job) for job in sweep.glob("0-*")), "the sweep job to train", 240)
+    return proc
+
+
 def test_an_interrupted_sweep_job_is_unfinished_and_a_rerun_resumes_it(tmp_path):
     from emotionsumm.report import load_jobs
 
     sweep = tmp_path / "sweep"
-    args = ["-m", "seed=3", *TINY, "trainer.max_steps=400", "trainer.limit_val_batches=1",
-            "trainer.test_after_fit=false", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "-m", "emotionsumm.train", *args], cwd=PROJECT_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: any(_training_started(job) for job in sweep.glob("0-*")), "the sweep job to train")
+    args = ["-m", *SWEEP_JOB, "trainer.max_steps=400", f"hydra.sweep.dir={sweep}"]
+    proc = start_sweep(sweep, args)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
@@ -179,11 +187,8 @@ def test_an_interrupted_sweep_job_is_unfinished_and_a_rerun_resumes_it(tmp_path)
 
 def test_submitit_requeues_a_preempted_job_which_resumes_from_the_signal_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["launcher=submitit_local", "seed=3", *TINY, "trainer.max_steps=600", "trainer.limit_val_batches=1",
-            "trainer.test_after_fit=false", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, "-m", "emotionsumm.train", *args], cwd=PROJECT_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: any(_training_started(job) for job in sweep.glob("0-*")), "the submitit job to train", 240)
+    args = ["launcher=submitit_local", *SWEEP_JOB, "trainer.max_steps=600", f"hydra.sweep.dir={sweep}"]
+    proc = start_sweep(sweep, args)
     (job,) = sweep.glob("0-*")
     pid = int((job / LOCK_FILE).read_text())  # the job process (the lock file names its holder)
     os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a preemption or the time limit (--signal=USR2@…)
