@@ -1,98 +1,26 @@
-"""Checkpoints: atomic writes, safe (`weights_only`) loads, and top-k + last bookkeeping."""
+"""Checkpoints: safe (`weights_only`) loads, and top-k + last bookkeeping (written through `io`)."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import math
 import os
 import re
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
+from .io import TMP_PREFIX, atomic_save
 from .target_allowlist import UntrustedConfigError, check_config
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
-TMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt or does not fit the current config."""
-
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class DiskFullError(OSError):
-    """The disk (or the user's quota) filled up during a write; the previous file is untouched."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside `path`; on success fsync it and os.replace it onto `path`.
-
-    A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a
-    half-written file under `path`; on an exception the temp file is removed, and a full disk
-    raises one DiskFullError that says whether a previous file survives.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-            previous = f"the previous {_kind(path)} {path} is intact" if path.exists() else "no previous file existed"
-            reason = os.strerror(exc.errno).lower()  # "no space left on device" / "disk quota exceeded"
-            raise DiskFullError(exc.errno, f"{reason} while writing {path}; {previous}") from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def _kind(path: Path) -> str:
-    return "checkpoint" if path.suffix == ".ckpt" else "file"
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save through `atomic_open`."""
-    with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    """A text file (metrics.json, predictions) through `atomic_open`."""
-    with atomic_open(path, "w") as fh:
-        fh.write(text)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:

@@ -24,7 +24,7 @@ register_resolvers()
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
 
-    from .runtime import write_json
+    from .io import write_json
 
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("baseline"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import atomic_write_text, load_checkpoint
+from .checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +47,6 @@ def build_policy(cfg: DictConfig, data: Any) -> torch.nn.Module:
     """Model from `cfg.model` completed with what the data knows, wrapped by `cfg.policy`."""
     model = instantiate(cfg.model, **data.model_kwargs())
     return instantiate(cfg.policy, model=model, **data.policy_kwargs())
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
 
 
 def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: DictConfig | None = None,

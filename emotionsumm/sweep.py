@@ -103,7 +103,7 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
             overrides = " ".join(HydraConfig.get().overrides.task)
             log.exception("job %s failed (overrides: %s); the sweep carries on", run_dir.name, overrides)
             if dist.is_main():
-                from .checkpoint import atomic_write_text
+                from .io import atomic_write_text
 
                 atomic_write_text(f"overrides: {overrides}\n\n{traceback.format_exc()}", run_dir / ERROR_FILE)
             return None

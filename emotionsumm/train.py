@@ -47,9 +47,10 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from . import distributed as dist
+    from .io import write_json
     from .optim import param_groups
     from .provenance import provenance
-    from .runtime import build_data, build_policy, instantiate_enabled, write_json
+    from .runtime import build_data, build_policy, instantiate_enabled
     from .seed import seed_everything
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)

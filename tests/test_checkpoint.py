@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from emotionsumm.checkpoint import TMP_PREFIX, Checkpointer, CheckpointError, atomic_save, load_checkpoint
+from emotionsumm.checkpoint import Checkpointer, CheckpointError, load_checkpoint
+from emotionsumm.io import TMP_PREFIX, atomic_save
 from emotionsumm.seed import rng_state, set_rng_state
 
 
@@ -43,7 +44,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "last.ckpt"
     script = f"""
 import os, signal, torch
-from emotionsumm import checkpoint
+from emotionsumm import io as checkpoint
 checkpoint.atomic_save({{"policy": {{"w": torch.ones(3)}}, "step": 1, "epoch": 0, "config": {{}}}}, {str(path)!r})
 real_save = torch.save
 def dying_save(obj, fh):

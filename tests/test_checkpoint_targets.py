@@ -13,8 +13,9 @@ import torch
 from omegaconf import OmegaConf
 
 from emotionsumm import checkpoint
-from emotionsumm.checkpoint import TMP_PREFIX, Checkpointer, CheckpointError, DiskFullError, atomic_write_text
+from emotionsumm.checkpoint import Checkpointer, CheckpointError
 from emotionsumm.config import CONFIG_DIR
+from emotionsumm.io import TMP_PREFIX, DiskFullError, atomic_write_text
 from emotionsumm.target_allowlist import UntrustedConfigError, check_config, conf_targets, refusal
 
 from .conftest import cli, make_cfg, run_train
@@ -82,9 +83,9 @@ PAYLOADS: list[tuple[str, str, Callable[[Scene], object], str, object, bool]] = 
     ("emotionsumm-reexport", "data.cleanup", lambda s: {"_target_": "emotionsumm.checkpoint.os.remove",
                                                         "_args_": [str(s.victim)]},
      "data.cleanup._target_", "emotionsumm.checkpoint.os.remove", False),
-    ("emotionsumm-file-writer", "model.notes", lambda s: {"_target_": "emotionsumm.checkpoint.atomic_write_text",
+    ("emotionsumm-file-writer", "model.notes", lambda s: {"_target_": "emotionsumm.io.atomic_write_text",
                                                           "text": "pwned", "path": str(s.victim)},
-     "model.notes._target_", "emotionsumm.checkpoint.atomic_write_text", True),
+     "model.notes._target_", "emotionsumm.io.atomic_write_text", True),
     ("non-string-target", "model._target_", lambda s: ["builtins.open"], "model._target_", ["builtins.open"], False),
 ]
 

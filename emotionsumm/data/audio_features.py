@@ -295,7 +295,7 @@ class FeatureCache:
 
     def get(self, path: str | Path) -> torch.Tensor:
         """The cached features of `path`, computed and stored on a miss."""
-        from ..checkpoint import atomic_save
+        from ..io import atomic_save
 
         path = Path(path)
         if not path.is_file():

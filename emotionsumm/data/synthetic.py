@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_text
+from ..io import TMP_PREFIX, atomic_write_text, current_umask
 
 MARKER = ".complete"  # written last into a generated directory: its presence means the set is complete
 
@@ -59,10 +59,8 @@ def write_directory_once(directory: str | Path, fill: Callable[[Path], None], de
     if (directory / MARKER).is_file():
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}.", dir=directory.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; the demo set is ordinary data
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{directory.name}.", dir=directory.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the demo set is ordinary data
     try:
         fill(tmp)
         (tmp / MARKER).write_text(description + "\n")

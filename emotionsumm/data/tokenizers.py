@@ -62,7 +62,7 @@ def _cached(kind: str, settings: list, texts: list[str], cache_dir: str | Path |
     path = Path(cache_dir) / f"{kind}-{digest.hexdigest()[:16]}.json"
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    from ..checkpoint import atomic_write_text
+    from ..io import atomic_write_text
 
     tokenizer_json = train()
     atomic_write_text(tokenizer_json, path)

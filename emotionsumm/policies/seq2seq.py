@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import atomic_write_text
 from ..config import require_range
+from ..io import atomic_write_text
 from ..rouge import rouge_scores
 from . import ModelHooks
 
