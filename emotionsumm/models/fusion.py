@@ -8,6 +8,11 @@ so it brings `features(...)` (its pooled vector) and `head` (its own logits). Fu
   scored, softmax over the present modalities, and the weighted sum classified by an MLP.
 Modality dropout hides each present modality of a training example with probability
 `modality_dropout` (never all of them), so the model learns to cope with missing ones.
+
+Learning rates: the parts are the modalities' encoders (`text`, `audio`, `image`; without their own
+heads) and `fusion` (everything that maps features to logits, the encoders' heads in `late` fusion).
+An encoder config may carry `lr:` (e.g. text_minilm's small one for the pretrained encoder): the
+default of that encoder's part, which `group_lr.<part>` overrides; other parts use optimizer.lr.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from .text import check_lr
 
 FUSIONS = ("late", "concat", "attention")
 # what the data calls a modality's inputs in a batch (`<modality>_<name>`) -> the encoder's argument
@@ -42,8 +50,11 @@ class FusionClassifier(nn.Module):
                              f"model@model.encoders.{missing[0]}=<model config>, or drop it from data.modalities")
         self.modalities, self.fusion, self.modality_dropout = list(modalities), fusion, modality_dropout
         kwargs = encoder_kwargs or {}
-        self.encoders = nn.ModuleDict({m: instantiate(encoders[m], num_classes=num_classes, **kwargs.get(m, {}))
-                                       for m in self.modalities})
+        # an encoder config's `lr` is this model's default for that part, not an argument of the encoder
+        self.encoder_lrs = {m: lr for m in self.modalities
+                            if (lr := check_lr(encoders[m].get("lr"), f"model.encoders.{m}.lr")) is not None}
+        self.encoders = nn.ModuleDict({m: instantiate(_without_lr(encoders[m]), num_classes=num_classes,
+                                                      **kwargs.get(m, {})) for m in self.modalities})
         dims = {m: self.encoders[m].head[-1].in_features for m in self.modalities}
         if fusion != "late":  # the encoders' own heads would be unused parameters (DDP rejects those)
             for encoder in self.encoders.values():
@@ -99,10 +110,24 @@ class FusionClassifier(nn.Module):
         return any(changed)
 
     def param_parts(self) -> dict[str, tuple[str, ...]]:
-        parts = {m: (f"encoders.{m}.",) for m in self.modalities}
-        parts["fusion"] = tuple(p for p in ("weights", "head.", "project.", "modality_embedding", "score.")
+        """`<modality>`: its encoder without its head; `fusion`: the rest (the heads in `late` fusion)."""
+        parts = {m: tuple(f"encoders.{m}.{n}." for n, _ in self.encoders[m].named_children() if n != "head")
+                 + tuple(f"encoders.{m}.{n}" for n, _ in self.encoders[m].named_parameters(recurse=False))
+                 for m in self.modalities}
+        heads = tuple(f"encoders.{m}.head." for m in self.modalities)
+        parts["fusion"] = tuple(p for p in ("weights", "head.", "project.", "modality_embedding", "score.", *heads)
                                 if any(n.startswith(p) for n, _ in self.named_parameters()))
         return parts
+
+    def param_lrs(self) -> dict[str, float]:
+        """Default learning rates of parts, from the encoder configs' `lr` (group_lr overrides them)."""
+        return dict(self.encoder_lrs)
+
+
+def _without_lr(node: Any) -> dict[str, Any]:
+    """An encoder config without its `lr` (resolved in place first: its interpolations may reach the root)."""
+    items = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return {k: v for k, v in items.items() if k != "lr"}
 
 
 def _mlp(inputs: int, hidden: int, outputs: int, dropout: float) -> nn.Sequential:

@@ -29,15 +29,18 @@ class TextClassifier(nn.Module):
     """Encoder (built from a small BertConfig, or pretrained) + dropout + linear head on [CLS].
 
     `freeze_encoder` freezes the whole encoder; `unfreeze_at_epochs` ({epoch: k}) then trains
-    its top k layers from that epoch on (-1 = everything, embeddings included).
+    its top k layers from that epoch on (-1 = everything, embeddings included). `lr` is the
+    encoder's default learning rate (a pretrained one wants a small one; the head keeps
+    `optimizer.lr`); `group_lr.encoder` overrides it, null leaves the encoder at `optimizer.lr`.
     """
 
     def __init__(self, num_classes: int, vocab_size: int = 8000, pad_token_id: int = 0,
                  pretrained: str | None = None, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 2,
                  intermediate_size: int = 256, max_position_embeddings: int = 512, dropout: float = 0.1,
                  classifier_dropout: float = 0.1, freeze_encoder: bool = False,
-                 unfreeze_at_epochs: dict[Any, int] | None = None) -> None:
+                 unfreeze_at_epochs: dict[Any, int] | None = None, lr: float | None = None) -> None:
         super().__init__()
+        self.encoder_lr = check_lr(lr, "model.lr")
         if pretrained:
             self.encoder = load_pretrained_encoder(pretrained)
         else:
@@ -85,3 +88,18 @@ class TextClassifier(nn.Module):
 
     def param_parts(self) -> dict[str, tuple[str, ...]]:
         return {"encoder": ("encoder.",), "head": ("head.",)}
+
+    def param_lrs(self) -> dict[str, float]:
+        """Default learning rates of parts (`group_lr` overrides them; other parts use optimizer.lr)."""
+        return {"encoder": self.encoder_lr} if self.encoder_lr is not None else {}
+
+
+def check_lr(lr: Any, key: str) -> float | None:
+    """A model config's `lr`: null or a number > 0 (`key` names it in the error)."""
+    if lr is None:
+        return None
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise ValueError(f"{key}={lr!r} is not a valid float (expected null or a float > 0, e.g. {key}=5e-5)")
+    if not lr > 0:
+        raise ValueError(f"{key}={lr!r} is out of range; allowed: > 0 (or null: optimizer.lr)")
+    return float(lr)

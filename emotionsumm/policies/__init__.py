@@ -34,7 +34,8 @@ class Policy(Protocol):
 
 
 class ModelHooks:
-    """What a policy passes through from its `model`: the freezing schedule and the named parameter parts."""
+    """What a policy passes through from its `model`: the freezing schedule, the named parameter parts and
+    their default learning rates."""
 
     model: nn.Module
 
@@ -47,3 +48,7 @@ class ModelHooks:
         """The model's named parts (e.g. encoder, head) as parameter-name prefixes of the policy (for group_lr)."""
         parts = getattr(self.model, "param_parts", dict)()
         return {name: tuple("model." + p for p in prefixes) for name, prefixes in parts.items()}
+
+    def param_lrs(self) -> dict[str, float]:
+        """The model's default learning rate per part (e.g. a pretrained encoder's); group_lr overrides them."""
+        return dict(getattr(self.model, "param_lrs", dict)())
