@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from emotionsumm.checkpoint import CheckpointError, load_checkpoint
+from emotionsumm.checkpoint import CheckpointError, load_checkpoint, policy_weights
 from emotionsumm.config import PROJECT_ROOT
 
 STEPS = 120
@@ -61,9 +61,11 @@ def final_state(run_dir: Path) -> dict:
 
 def identical(a: dict, b: dict) -> bool:
     ca, cb = a["ckpt"], b["ckpt"]
-    same = ca["step"] == cb["step"] and ca["ema_updates"] == cb["ema_updates"] and a["metrics"] == b["metrics"]
-    for part in ("policy", "ema"):
-        same = same and all(torch.equal(ca[part][k], cb[part][k]) for k in ca[part])
+    same = ca["step"] == cb["step"] and ca["ema"]["num_updates"] == cb["ema"]["num_updates"]
+    same = same and a["metrics"] == b["metrics"]
+    for part in ("raw", "ema"):
+        wa, wb = policy_weights(ca, part), policy_weights(cb, part)
+        same = same and all(torch.equal(wa[k], wb[k]) for k in wa)
     for key, state in ca["optimizer"]["state"].items():
         same = same and all(torch.equal(v, cb["optimizer"]["state"][key][n]) for n, v in state.items()
                             if torch.is_tensor(v))
@@ -139,7 +141,8 @@ def main() -> None:
         lost = bad
         at = saved = None
         step_lost = None
-        if signum != signal.SIGKILL and code != 0:
+        finished = (run_dir / "metrics.json").is_file()  # the signal came after the run ended (in its teardown)
+        if signum != signal.SIGKILL and not finished:
             text = (run_dir / "train.log").read_text()
             found = re.search(r"stopped by SIG\w+ at step (\d+)(?: \(signal received at step (\d+)\))?", text)
             last = run_dir / "checkpoints" / "last.ckpt"
@@ -158,7 +161,8 @@ def main() -> None:
         same = ok and identical(reference, final_state(run_dir))
         not_same += not same
         name = signal.Signals(signum).name
-        rows.append({"signal": name, "delay_s": round(delay, 2), "exit": code, "stop_s": round(stop_s, 2),
+        rows.append({"signal": name, "delay_s": round(delay, 2), "exit": code, "finished": finished,
+                     "stop_s": round(stop_s, 2),
                      "signal_step": at, "saved_step": saved, "lost": lost, "resume_ok": ok, "identical": same})
         print(f"{i:>3} {name:8} {delay:7.2f} {code:>5} {stop_s:6.2f} {at if at is not None else '-':>4} "
               f"{saved if saved is not None else '-':>5} {lost:>4} {len(leftovers):>3} {'ok' if ok else 'FAIL':>6} "
@@ -170,14 +174,14 @@ def main() -> None:
     summary = {
         "kills": {name: sum(r["signal"] == name for r in rows) for name in ("SIGKILL", "SIGTERM", "SIGINT")},
         "kills_during_save": during_save,
-        "finished_before_signal": sum(r["exit"] == 0 for r in rows),
-        "graceful_exit_codes": sorted({r["exit"] for r in graceful}),
+        "finished_before_signal": sum(r["finished"] for r in rows),
+        "graceful_exit_codes": sorted({r["exit"] for r in graceful if not r["finished"]}),
         "lost_checkpoints": lost_ckpts,
         "failed_resumes": failed,
         "not_identical": not_same,
         "steps_lost_median": statistics.median(steps_lost) if steps_lost else None,
         "steps_lost_max": max(steps_lost) if steps_lost else None,
-        "stop_seconds_max": max((r["stop_s"] for r in graceful if r["exit"] != 0), default=None),
+        "stop_seconds_max": max((r["stop_s"] for r in graceful if not r["finished"]), default=None),
     }
     if not args.keep:
         import shutil

@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from . import distributed as dist
+from .config import flatten
 from .io import TMP_PREFIX, atomic_save
 from .target_allowlist import UntrustedConfigError, check_config
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
+# 2: the EMA's state (weights and update counter) under "ema"; run state from `state.TrainState`
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -43,6 +48,12 @@ def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
     missing = {"policy", "step", "epoch", "config"} - set(payload) if isinstance(payload, dict) else {"policy"}
     if missing:
         raise CheckpointError(f"{key}: {path} is not an emotionsumm checkpoint (missing keys {sorted(missing)})")
+    version = payload.get("version")
+    if version != FORMAT_VERSION:
+        age = "an older" if isinstance(version, int) and version < FORMAT_VERSION else "a newer"
+        raise CheckpointError(f"{key}: {path} has checkpoint format {version}, written by {age} emotionsumm; this "
+                              f"version reads format {FORMAT_VERSION}. Use the emotionsumm version that wrote "
+                              "it, or retrain; nothing was started.")
     try:  # its config is someone else's data: nothing may be built from it unless allow-listed
         check_config(payload["config"])
     except UntrustedConfigError as exc:
@@ -51,6 +62,86 @@ def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
             "from people you trust; a target of your own is allowed once a config under conf/ names it."
         ) from None
     return payload
+
+
+def policy_weights(ckpt: dict[str, Any], weights: str = "raw") -> dict[str, torch.Tensor] | None:
+    """The policy's weights in a checkpoint: `raw` (trained) or `ema` (None when it has no EMA)."""
+    if weights == "raw":
+        return ckpt["policy"]
+    return ckpt["ema"]["module"] if ckpt.get("ema") else None
+
+
+def find_resume(resume: str, directory: Path) -> tuple[dict[str, Any], Path] | None:
+    """`trainer.resume`: a checkpoint path, or `auto` = the newest checkpoint in `directory` (None: start fresh)."""
+    if str(resume) == "auto":
+        path = latest_checkpoint(directory)
+        if path is None:
+            log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", directory)
+            return None
+    else:
+        path = Path(str(resume)).expanduser()
+    return load_checkpoint(path, key="trainer.resume"), path
+
+
+def training_payload(run_state: dict[str, Any], config: dict[str, Any], data_state: dict[str, Any], *,
+                     policy: nn.Module, ema: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     scaler: Any) -> dict[str, Any]:
+    """Everything a checkpoint holds (the counterpart of `restore_training`; `run_state` from TrainState)."""
+    return {
+        **run_state, "version": FORMAT_VERSION, "policy": policy.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None, "scaler": scaler.state_dict(),
+        "config": config, "data": data_state,
+    }
+
+
+def restore_training(ckpt: dict[str, Any], path: Path, config: dict[str, Any], *, policy: nn.Module, ema: Any,
+                     optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> bool:
+    """Load weights, EMA, optimizer, scheduler and grad scaler for a resume (the run state is TrainState's).
+
+    Config changes since the checkpoint are logged; weights that do not fit name the model config
+    changes. Returns False when an EMA is wanted but the checkpoint has none (it restarts).
+    """
+    changes = _config_changes(ckpt["config"], config, path) if config else []
+    _load_fitting(policy, ckpt["policy"], path, changes)
+    ema_kept = ema is None or ckpt.get("ema") is not None
+    if ema is not None and ckpt.get("ema") is not None:
+        ema.load_state_dict(ckpt["ema"])
+    elif ema is not None:
+        log.warning("%s has no EMA state: the EMA restarts from the loaded weights", path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if ckpt.get("world_size", 1) != dist.world_size():
+        log.warning("%s was written by %s ranks, resuming on %d: data order and RNG streams differ",
+                    path, ckpt.get("world_size"), dist.world_size())
+    return ema_kept
+
+
+def _config_changes(saved: dict[str, Any], config: dict[str, Any], path: Path) -> list[str]:
+    """Log every config change since the checkpoint; return the changed `model.*` keys."""
+    old, new = flatten(saved), flatten(config)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith("hydra"))
+    for key in changed:
+        log.warning("resuming %s with a changed config: %s: %r -> %r", path.name, key, old.get(key), new.get(key))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed if k.startswith("model.")]
+
+
+def _load_fitting(policy: nn.Module, weights: dict[str, torch.Tensor], path: Path, model_changes: list[str]) -> None:
+    """Load weights; a shape or key mismatch names the file and the model config changes."""
+    current = policy.state_dict()
+    problems = [f"{k}: {tuple(v.shape)} in checkpoint vs {tuple(current[k].shape)} now"
+                for k, v in weights.items() if k in current and v.shape != current[k].shape]
+    problems += [f"{k}: missing in checkpoint" for k in current if k not in weights]
+    problems += [f"{k}: not in the model" for k in weights if k not in current]
+    if problems:
+        hint = f" The model config changed: {'; '.join(model_changes)}." if model_changes else ""
+        raise CheckpointError(f"trainer.resume: {path} does not fit the configured model "
+                              f"({'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}).{hint} "
+                              "Resume with the checkpoint's model config or start a new run.")
+    policy.load_state_dict(weights)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
@@ -80,14 +171,14 @@ class Checkpointer:
         self.save_last = save_last
         self.enabled = enabled
         self.best: list[tuple[float, str]] = []  # (score, file name), best first
-        if enabled:
-            self.directory.mkdir(parents=True, exist_ok=True)
+        if enabled and self.directory.is_dir():  # the directory itself is made by the first write
             for stale in self.directory.glob(TMP_PREFIX + "*"):
                 log.warning("removing a half-written checkpoint left by a crash: %s", stale)
                 stale.unlink(missing_ok=True)
 
-    def is_better(self, score: float, than: float) -> bool:
-        return score > than if self.mode == "max" else score < than
+    def is_better(self, score: float, than: float, margin: float = 0.0) -> bool:
+        """`score` beats `than` by more than `margin` in the direction of `trainer.mode`."""
+        return score > than + margin if self.mode == "max" else score < than - margin
 
     @property
     def best_score(self) -> float | None:
@@ -136,6 +227,17 @@ class Checkpointer:
                 atomic_save(payload, self.directory / LAST)
         for name in dropped:
             (self.directory / name).unlink(missing_ok=True)
+
+    def load_best(self, policy: nn.Module, ema: Any) -> None:
+        """Load the best top-k checkpoint's weights (and EMA) into `policy` on every rank, if there is one."""
+        best = dist.broadcast_object(str(self.best_path) if dist.is_main() and self.best_path else None)
+        if not best or not Path(best).is_file():
+            return
+        ckpt = load_checkpoint(best, key="best checkpoint")
+        policy.load_state_dict(ckpt["policy"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.load_state_dict(ckpt["ema"])
+        log.info("testing the best checkpoint %s", best)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": [[score, name] for score, name in self.best], "monitor": self.monitor, "mode": self.mode}

@@ -50,7 +50,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("job_subdir"):  # multirun job dirs `<num>-<hash of overrides>`
-        from .sweep import job_subdir
+        from .runs import job_subdir
 
         OmegaConf.register_new_resolver("job_subdir", job_subdir)
 
@@ -90,12 +90,29 @@ def require_choice(key: str, value: Any, allowed: list[Any] | tuple[Any, ...]) -
         raise ValueError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
 
 
-def require_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Raise a ValueError naming the key, the value and the allowed range (bounds inclusive)."""
-    if (low is not None and value < low) or (high is not None and value > high):
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise ValueError(f"{key}={value!r} is out of range; allowed: [{lo}, {hi}]")
+def range_error(key: str, value: float, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, note: str = "") -> str | None:
+    """The message of `require_range` if `value` is outside the range (NaN is outside any), else None."""
+    below = low is not None and not (value > low if low_open else value >= low)
+    above = high is not None and not (value < high if high_open else value <= high)
+    if not (below or above):
+        return None
+    if high is None:
+        allowed = f"{'>' if low_open else '>='} {low}"
+    elif low is None:
+        allowed = f"{'<' if high_open else '<='} {high}"
+    else:
+        allowed = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return f"{key}={value!r} is out of range; allowed: {allowed}{f' {note}' if note else ''}"
+
+
+def require_range(key: str, value: float, low: float | None = None, high: float | None = None, *,
+                  low_open: bool = False, high_open: bool = False, note: str = "") -> None:
+    """Raise a ValueError naming the key, the value and the allowed range: `>= low`, `<= high` or
+    `[low, high]`, a bound excluded with `low_open`/`high_open` (`> 0`, `[0, 1)`); `note` follows it."""
+    error = range_error(key, value, low, high, low_open=low_open, high_open=high_open, note=note)
+    if error:
+        raise ValueError(error)
 
 
 # Config nodes whose `_target_` signatures give the expected types of their keys (nested targets too).
@@ -217,8 +234,9 @@ def validate_config(cfg: DictConfig) -> None:
         lrs = {"optimizer.lr": cfg.optimizer.lr, **lrs}
     for key, lr in lrs.items():
         if isinstance(lr, (int, float)) and not isinstance(lr, bool):
-            if not lr > 0:
-                errors.append(f"{key}={lr!r} is out of range; allowed: > 0")
+            error = range_error(key, lr, 0, low_open=True)
+            if error:
+                errors.append(error)
         elif not any(e.startswith(f"{key}=") for e in errors):  # not already named by the type check
             errors.append(f"{key}={lr!r} is not a valid float (expected float > 0, e.g. {key}=0.001)")
     if errors:

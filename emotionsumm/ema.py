@@ -55,8 +55,9 @@ class EMA:
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return self.module.state_dict()
+        """The averaged weights and the update counter (which sets the warmup decay)."""
+        return {"module": self.module.state_dict(), "num_updates": self.num_updates}
 
-    def load_state_dict(self, state: dict[str, Any], num_updates: int) -> None:
-        self.module.load_state_dict(state)
-        self.num_updates = int(num_updates)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.num_updates = int(state["num_updates"])

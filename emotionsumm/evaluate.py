@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .config import CONFIG_DIR, register_resolvers
+from .runs import METRICS_FILE
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -33,9 +34,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         metrics = evaluate_baseline(cfg, run_dir)
     else:
         metrics = _evaluate_checkpoint(cfg, run_dir)
-    write_json(metrics, run_dir / "metrics.json")
+    write_json(metrics, run_dir / METRICS_FILE)
     print(json.dumps(metrics, indent=2, sort_keys=True))
-    log.info("metrics written to %s", run_dir / "metrics.json")
+    log.info("metrics written to %s", run_dir / METRICS_FILE)
     return metrics
 
 

@@ -19,7 +19,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,43 @@ class StopRequest:
         self.signum, self.signal_step = signum, self.step
         log.warning("received %s: finishing the current optimizer step, then saving and stopping%s",
                     signal_name(signum), " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else "")
+
+    def agree(self, nonfinite: torch.Tensor) -> tuple[bool, int]:
+        """(the loss is not finite on some rank, the stop signal of some rank or 0), in one all-reduce under
+        DDP that the trainer does anyway for the finiteness check: stopping together costs no extra collective."""
+        import torch
+
+        from . import distributed as dist
+
+        if not dist.is_distributed():
+            return bool(nonfinite), 0
+        flags = torch.stack([nonfinite.float().reshape(()), torch.tensor(float(self.signum or 0),
+                                                                         device=nonfinite.device)])
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        bad, signum = flags.tolist()
+        return bool(bad), int(signum)
+
+    def agreed_signal(self, device: torch.device) -> int | None:
+        """The stop signal of any rank (one all-reduce under DDP), None if no rank got one."""
+        import torch
+
+        from . import distributed as dist
+
+        signum = torch.tensor(float(self.signum or 0), device=device)
+        if dist.is_distributed():
+            torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
+        return int(signum) or None
+
+    def exit_after_save(self, signum: int, step: int, saved: Path | None, run_dir: Path, main: bool) -> None:
+        """Say which signal stopped the run where, and how to resume; requeue under submitit; exit 128 + signal."""
+        at = self.signal_step
+        log.warning("stopped by %s at step %d%s; %s; resume with: %s", signal_name(signum), step,
+                    f" (signal received at step {at})" if at is not None and at != step else "",
+                    f"{saved} holds step {step}" if saved else "checkpoints are off, nothing was saved",
+                    resume_hint(run_dir))
+        if main:
+            self.chain_requeue()
+        raise Interrupted(signum, step)
 
     def chain_requeue(self) -> None:
         """After the save: hand a submitit preemption signal to submitit, which requeues the job."""

@@ -8,6 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from .config import require_range
+
 log = logging.getLogger(__name__)
 
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.Embedding)
@@ -44,8 +46,7 @@ def param_groups(policy: nn.Module, weight_decay: float,
         if isinstance(lr, bool) or not isinstance(lr, (int, float)):
             raise ValueError(f"group_lr.{part}={lr!r} is not a valid float "
                              f"(expected float > 0, e.g. group_lr.{part}=0.001)")
-        if not lr > 0:
-            raise ValueError(f"group_lr.{part}={lr!r} is out of range; allowed: > 0")
+        require_range(f"group_lr.{part}", lr, 0, low_open=True)
     lrs = {**{part: lr for part, lr in defaults.items() if part in parts}, **group_lr}
     if lrs:
         log.info("learning rate per part: %s (others: optimizer.lr)", ", ".join(

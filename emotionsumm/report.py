@@ -4,27 +4,38 @@ A sweep dir (Hydra multirun) gets one row per job (its swept overrides and final
 over seeds / folds grouped by the other swept overrides, the monitored metric against each swept
 hyperparameter and learning curves per job. A run dir gets its metrics, learning curves, and the
 confusion matrices (classification) or a ROUGE table (summarization). Curves come from the
-TensorBoard event files in `<run>/tb`; matplotlib and tensorboard are imported only to plot.
+TensorBoard event files in `<run>/tb`. Loading runs is `runs.py`'s job, drawing figures `plots.py`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import logging
 import math
 import re
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .sweep import ERROR_FILE, METRICS_FILE
+from .plots import plot_curves, plot_metric_vs
+from .runs import (
+    CONFIG_FILE,
+    ERROR_FILE,
+    METRICS_FILE,
+    MULTIRUN_FILE,
+    OPTUNA_RESULTS_FILE,
+    TB_DIR,
+    Job,
+    confusion_file,
+    is_run_dir,
+    load_job,
+    load_jobs,
+    read_scalars,
+    read_yaml,
+    swept_keys,
+)
 
 # overrides that replicate a configuration rather than change it: averaged over in the group table
 REPLICATE_KEYS = ("seed", "data.fold")
@@ -32,92 +43,9 @@ REPLICATE_KEYS = ("seed", "data.fold")
 QUALITY_METRICS = ("acc", "macro_f1", "weighted_f1", "uar", "rouge1", "rouge2", "rougeL", "rougeLsum")
 USAGE = "pass a run dir (outputs/<experiment>/<run>) or a sweep dir (outputs/multirun/<sweep>)"
 
-Points = list[tuple[int, float]]
-
 
 class ReportError(Exception):
     """A path that cannot be reported on; the message says what to pass instead."""
-
-
-@dataclass
-class Job:
-    """One run dir: its overrides, final metrics (None if unfinished) and failure, if any."""
-
-    dir: Path
-    overrides: dict[str, str]
-    metrics: dict[str, float] | None
-    monitor: str
-    mode: str
-    error: str | None
-
-    @property
-    def status(self) -> str:
-        return "finished" if self.metrics is not None else "failed" if self.error else "unfinished"
-
-    @property
-    def number(self) -> int:
-        match = re.match(r"\d+", self.dir.name)
-        return int(match.group()) if match else -1
-
-    @property
-    def override_text(self) -> str:
-        return self.overrides_of(list(self.overrides))
-
-    def overrides_of(self, keys: list[str]) -> str:
-        return " ".join(f"{k}={self.overrides[k]}" for k in keys if k in self.overrides)
-
-    @property
-    def objective_key(self) -> str:
-        """`best/<monitor>`, else `<monitor>`; a run without validation (e.g. EmoDB, trained on every
-        non-test speaker) is reported by the test value of the monitored metric instead."""
-        candidates = [f"best/{self.monitor}", self.monitor, f"test/{self.monitor.split('/', 1)[-1]}"]
-        return next((k for k in candidates if self.metrics and k in self.metrics), candidates[0])
-
-    @property
-    def objective(self) -> float | None:
-        return None if self.metrics is None else self.metrics.get(self.objective_key)
-
-
-def _read_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
-
-
-def load_job(run_dir: Path) -> Job:
-    overrides = {}
-    for item in _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []:
-        key, _, value = str(item).partition("=")
-        overrides[key.lstrip("+~")] = value
-    trainer = (_read_yaml(run_dir / ".hydra" / "config.yaml") or {}).get("trainer") or {}
-    metrics_file = run_dir / METRICS_FILE
-    metrics = None
-    if metrics_file.is_file():
-        metrics = {k: float(v) for k, v in json.loads(metrics_file.read_text()).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    error_file = run_dir / ERROR_FILE
-    error = None
-    if error_file.is_file():
-        lines = [line for line in error_file.read_text().splitlines() if line.strip()]
-        error = lines[-1] if lines else "failed"
-    return Job(run_dir, overrides, metrics, str(trainer.get("monitor", "val/loss")),
-               str(trainer.get("mode", "min")), error)
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra" / "config.yaml").is_file() or (path / METRICS_FILE).is_file()
-
-
-def load_jobs(sweep_dir: Path) -> list[Job]:
-    """The job dirs of a sweep (subdirs with .hydra/overrides.yaml), in job-number order."""
-    if not sweep_dir.is_dir():
-        return []
-    dirs = [p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
-    return sorted((load_job(p) for p in dirs), key=lambda job: (job.number, job.dir.name))
-
-
-def swept_keys(jobs: list[Job]) -> list[str]:
-    """Override keys whose value differs between jobs, in first-seen order."""
-    keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
-    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
 def headline(key: str) -> bool:
@@ -168,95 +96,12 @@ def _mean_std(pair: tuple[float, float]) -> str:
     return _fmt(mean) if math.isnan(std) else f"{_fmt(mean)} ± {_fmt(std)}"
 
 
-# ---- plots ----------------------------------------------------------------------------------
-def read_scalars(run_dir: Path) -> dict[str, Points]:
-    """tag -> [(step, value)] from `<run_dir>/tb` (empty if there are no event files)."""
-    if not (run_dir / "tb").is_dir():
-        return {}
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # one "No path found after" line per file
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-            if not tag.startswith("hparams/")}
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def plot_curves(panels: list[tuple[str, list[tuple[str, Points]]]], path: Path) -> Path | None:
-    """One subplot per (title, lines); each line is (label, points). None if there is nothing to draw."""
-    from matplotlib.figure import Figure
-
-    panels = [(title, [(label, pts) for label, pts in lines if pts]) for title, lines in panels]
-    panels = [(title, lines) for title, lines in panels if lines]
-    if not panels:
-        return None
-    fig = Figure(figsize=(6 * len(panels), 4))
-    for i, (title, lines) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        colours: dict[str, str] = {}  # a metric and its raw-weights twin share a colour; raw is dashed
-        for label, pts in lines:
-            colour = colours.setdefault(label.replace("_raw/", "/"), f"C{len(colours) % 10}")
-            ax.plot(*zip(*pts), marker="o" if len(pts) < 20 else None, markersize=3, label=label, color=colour,
-                    linestyle="--" if "_raw/" in label else "-")
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if len(lines) <= 12:
-            ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def _as_float(value: str) -> float | None:
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def plot_metric_vs(jobs: list[Job], key: str, metric: str, path: Path) -> Path | None:
-    """`metric` of each finished job against one swept hyperparameter (mean as a line); None if no job has it."""
-    from matplotlib.figure import Figure
-
-    points = [(job.overrides.get(key, ""), job.metrics[metric]) for job in jobs if metric in (job.metrics or {})]
-    if not points:
-        return None
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot(1, 1, 1)
-    numeric = [_as_float(x) for x, _ in points]
-    if all(x is not None for x in numeric):
-        xs: list[Any] = numeric
-        if min(xs) > 0 and max(xs) / min(xs) >= 10:
-            ax.set_xscale("log")
-    else:
-        labels = sorted({x for x, _ in points})
-        xs = [labels.index(x) for x, _ in points]
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    ys = [y for _, y in points]
-    ax.scatter(xs, ys, alpha=0.7)
-    by_x: dict[Any, list[float]] = defaultdict(list)
-    for x, y in zip(xs, ys):
-        by_x[x].append(y)
-    ux = sorted(by_x)
-    ax.plot(ux, [statistics.fmean(by_x[x]) for x in ux], color="gray", linewidth=1, label="mean")
-    ax.set_xlabel(key)
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-# ---- reports --------------------------------------------------------------------------------
 def write_sweep_report(sweep_dir: Path, jobs: list[Job]) -> Path:
+    """report.md/.csv, the group table over replicates and the plots of a sweep's jobs, ranked by their score."""
     finished = [job for job in jobs if job.metrics is not None]
     if not finished:
         failed = [f"{job.dir.name}: {job.error}" for job in jobs if job.error]
@@ -265,28 +110,28 @@ def write_sweep_report(sweep_dir: Path, jobs: list[Job]) -> Path:
                           + f". Let the sweep finish, or rerun its command with hydra.sweep.dir={sweep_dir} "
                             "to resume it.")
     ref = finished[0]
-    objective = ref.objective_key
+    ranked_by = ref.score_key
     swept = swept_keys(jobs)
     all_metrics = sorted({k for job in finished for k in job.metrics})
-    shown = [objective, *[k for k in all_metrics if headline(k) and k != objective]]
+    shown = [ranked_by, *[k for k in all_metrics if headline(k) and k != ranked_by]]
     rows = [[job.dir.name, job.status, *[job.overrides.get(k, "") for k in swept],
              *[job.metrics.get(k, math.nan) if job.metrics else math.nan for k in all_metrics],
              job.override_text, job.error or ""] for job in jobs]
     _write_csv(sweep_dir / "report.csv", ["job", "status", *swept, *all_metrics, "overrides", "error"], rows)
 
-    scored = [job for job in finished if job.objective is not None]
-    best = (max if ref.mode == "max" else min)(scored, key=lambda job: job.objective) if scored else None
+    scored = [job for job in finished if job.score is not None]
+    best = (max if ref.mode == "max" else min)(scored, key=lambda job: job.score) if scored else None
     counts = {s: sum(job.status == s for job in jobs) for s in ("finished", "failed", "unfinished")}
     md = [f"# Sweep report: {sweep_dir.name}", "", f"`{sweep_dir}`: {len(jobs)} jobs, "
-          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f". Monitored: `{objective}` ({ref.mode})"
-          + (" — the jobs have no validation split" if objective.startswith("test/") else "") + ".", ""]
+          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f". Monitored: `{ranked_by}` ({ref.mode})"
+          + (" — the jobs have no validation split" if ranked_by.startswith("test/") else "") + ".", ""]
     if best is not None:
-        md += [f"Best job: `{best.dir.name}` with {objective} = {_fmt(best.objective)} "
+        md += [f"Best job: `{best.dir.name}` with {ranked_by} = {_fmt(best.score)} "
                f"(`{best.overrides_of(swept) or best.override_text}`).", ""]
-    optuna = _read_yaml(sweep_dir / "optimization_results.yaml")
+    optuna = read_yaml(sweep_dir / OPTUNA_RESULTS_FILE)
     if optuna and "best_params" in optuna:
         params = " ".join(f"{k}={v}" for k, v in optuna["best_params"].items())
-        md += [f"Optuna best value {_fmt(optuna['best_value'])} with `{params}` (optimization_results.yaml).", ""]
+        md += [f"Optuna best value {_fmt(optuna['best_value'])} with `{params}` ({OPTUNA_RESULTS_FILE}).", ""]
     columns = swept or ["overrides"]
     md += ["## Jobs", "", *_md_table(
         ["job", "status", *columns, *shown],
@@ -306,7 +151,9 @@ def write_sweep_report(sweep_dir: Path, jobs: list[Job]) -> Path:
     if failed:
         md += ["## Failed jobs", "", *[f"- `{job.dir.name}` (`{job.override_text}`): {job.error} — see "
                                       f"`{job.dir.name}/{ERROR_FILE}`" for job in failed], ""]
-    plots = [plot_metric_vs(jobs, key, objective, sweep_dir / f"metric_vs_{_safe(key)}.png") for key in swept]
+    plots = [plot_metric_vs([(job.overrides.get(key, ""), job.metrics[ranked_by]) for job in jobs
+                             if ranked_by in (job.metrics or {})], key, ranked_by,
+                            sweep_dir / f"metric_vs_{_safe(key)}.png") for key in swept]
     scalars = {f"{job.dir.name} {job.overrides_of(swept)}".strip(): read_scalars(job.dir) for job in jobs}
     tags = ["train/loss", ref.monitor]
     curves = plot_curves([(tag, [(name, s.get(tag, [])) for name, s in scalars.items()]) for tag in tags],
@@ -327,10 +174,11 @@ def _pivot(metrics: dict[str, float], keys: list[str]) -> tuple[list[str], list[
 
 
 def write_run_report(run_dir: Path) -> Path:
+    """report.md/.csv and the learning curves of one run: metrics per split, ROUGE, confusion matrices."""
     job = load_job(run_dir)
     scalars = read_scalars(run_dir)
     if job.metrics is None and not scalars:
-        raise ReportError(f"{run_dir}: the run has neither {METRICS_FILE} nor TensorBoard scalars in tb/; "
+        raise ReportError(f"{run_dir}: the run has neither {METRICS_FILE} nor TensorBoard scalars in {TB_DIR}/; "
                           f"finish it (python -m emotionsumm.train hydra.run.dir={run_dir} trainer.resume=auto) "
                           "or pass another dir.")
     metrics = job.metrics or {}
@@ -340,7 +188,7 @@ def write_run_report(run_dir: Path) -> Path:
     if job.error:
         md += [f"Failed: {job.error} (see {ERROR_FILE})", ""]
     if metrics:
-        md += [f"{job.objective_key} = {_fmt(job.objective)} ({job.mode}); step {int(metrics.get('step', 0))}, "
+        md += [f"{job.score_key} = {_fmt(job.score)} ({job.mode}); step {int(metrics.get('step', 0))}, "
                f"epoch {int(metrics.get('epoch', 0))}", ""]
     rouge = [k for k in metrics if "/" in k and k.rsplit("/", 1)[1].startswith("rouge")]
     plain = [k for k in metrics if "/" in k and k not in rouge]
@@ -357,9 +205,10 @@ def write_run_report(run_dir: Path) -> Path:
                          run_dir / "learning_curves.png")
     figures = [p.name for p in [curves] if p is not None]
     is_classification = any(k.rsplit("/", 1)[-1] == "acc" for k in metrics)
-    confusion = [f"confusion_{s}.png" for s in ("val", "test") if (run_dir / f"confusion_{s}.png").is_file()]
+    confusion = [confusion_file(s) for s in ("val", "test") if (run_dir / confusion_file(s)).is_file()]
     if is_classification and not confusion:
-        md += ["No confusion matrix: confusion_val.png / confusion_test.png are missing from the run dir.", ""]
+        md += [f"No confusion matrix: {confusion_file('val')} / {confusion_file('test')} are missing from the "
+               "run dir.", ""]
     md += ["## Plots", "", *[f"![{Path(n).stem}]({n})" for n in [*figures, *confusion]], ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(md))
@@ -374,10 +223,10 @@ def write_report(path: str | Path) -> Path:
     if is_run_dir(path):
         return write_run_report(path)
     jobs = load_jobs(path)
-    if jobs or (path / "multirun.yaml").is_file():
+    if jobs or (path / MULTIRUN_FILE).is_file():
         return write_sweep_report(path, jobs)
-    raise ReportError(f"{path} is neither a run dir (no .hydra/config.yaml or {METRICS_FILE}) nor a sweep dir "
-                      f"(no multirun.yaml or job dirs with .hydra/); {USAGE}.")
+    raise ReportError(f"{path} is neither a run dir (no {CONFIG_FILE} or {METRICS_FILE}) nor a sweep dir "
+                      f"(no {MULTIRUN_FILE} or job dirs with .hydra/); {USAGE}.")
 
 
 def main(argv: list[str] | None = None) -> int:

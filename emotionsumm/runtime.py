@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, policy_weights
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,10 @@ def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: Dic
         cfg.data = OmegaConf.merge(cfg.data, data_overrides)
     data = build_data(cfg, None, state=ckpt.get("data"), splits=splits)
     policy = build_policy(cfg, data)
-    state = ckpt["policy"]
-    if weights == "ema":
-        if ckpt.get("ema") is not None:
-            state = ckpt["ema"]
-        else:
-            log.warning("%s has no EMA weights (ema.enabled was false): using the raw weights", ckpt_path)
+    state = policy_weights(ckpt, weights)
+    if state is None:
+        log.warning("%s has no EMA weights (ema.enabled was false): using the raw weights", ckpt_path)
+        state = policy_weights(ckpt, "raw")
     policy.load_state_dict(state)
     policy.eval()
     log.info("loaded %s weights from %s (step %d)", weights, ckpt_path, ckpt["step"])

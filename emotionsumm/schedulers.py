@@ -12,12 +12,13 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from .config import require_range
+
 log = logging.getLogger(__name__)
 
 
 def _cap_warmup(warmup_steps: int, total_steps: int) -> int:
-    if warmup_steps < 0:
-        raise ValueError(f"scheduler.warmup_steps={warmup_steps} is out of range; allowed: >= 0")
+    require_range("scheduler.warmup_steps", warmup_steps, 0)
     if total_steps > 0 and warmup_steps >= total_steps:
         capped = max(1, total_steps // 10)
         log.warning("scheduler.warmup_steps=%d is not shorter than the run (%d optimizer steps); "
@@ -60,7 +61,6 @@ def constant_with_warmup(optimizer: Optimizer, total_steps: int, warmup_steps: i
 def step_decay(optimizer: Optimizer, total_steps: int, step_size: int = 1000, gamma: float = 0.1,
                warmup_steps: int = 0) -> LambdaLR:
     """Multiply the lr by `gamma` every `step_size` optimizer steps (after an optional warmup)."""
-    if step_size <= 0:
-        raise ValueError(f"scheduler.step_size={step_size} is out of range; allowed: >= 1")
+    require_range("scheduler.step_size", step_size, 1)
     warmup = _cap_warmup(warmup_steps, total_steps)
     return LambdaLR(optimizer, _Schedule("step", warmup, total_steps, step_size=step_size, gamma=gamma))

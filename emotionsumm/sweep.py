@@ -1,9 +1,9 @@
 """Sweeps that survive interruption: stable job dirs, jobs that skip or resume, failures recorded.
 
-A job's dir is `<job number>-<hash of its overrides>` and is found again by the hash, so rerunning
-the same multirun command with the same `hydra.sweep.dir` (even with a grown grid) maps each job to
-its old dir: a job with a metrics.json is skipped, any other resumes from its last checkpoint
-(`trainer.resume=auto`). A failing job writes `error.txt` instead of stopping the sweep;
+A job's dir is `<job number>-<hash of its overrides>` (`runs.job_subdir`) and is found again by the
+hash, so rerunning the same multirun command with the same `hydra.sweep.dir` (even with a grown grid)
+maps each job to its old dir: a job with a metrics.json is skipped, any other resumes from its last
+checkpoint (`trainer.resume=auto`). A failing job writes `error.txt` instead of stopping the sweep;
 `SweepCallback` checks the sweep before it starts and lists the failures when it ends.
 
 Light on purpose (no torch): the callback is imported by Hydra before any job runs.
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +27,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from . import runs
 from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
+from .runs import ERROR_FILE, METRICS_FILE, load_jobs, swept_keys
 
 log = logging.getLogger(__name__)
-
-ERROR_FILE = "error.txt"
-METRICS_FILE = "metrics.json"
 
 
 class SweepError(SystemExit):
@@ -47,32 +44,13 @@ class SweepError(SystemExit):
         super().__init__(f"error: {message}")
 
 
-def override_hash(overrides: Sequence[str]) -> str:
-    """8 hex digits identifying a job by its overrides (order-insensitive)."""
-    return hashlib.sha1("\n".join(sorted(str(o) for o in overrides)).encode()).hexdigest()[:8]
-
-
-def job_subdir(sweep_dir: str, num: int, overrides: Sequence[str]) -> str:
-    """`${job_subdir:…}` resolver: the existing `<n>-<hash>` dir of these overrides, else `<num>-<hash>`."""
-    digest = override_hash(overrides)
-    root = Path(str(sweep_dir))
-    if root.is_dir():
-        old = sorted((p.name for p in root.iterdir() if re.fullmatch(rf"\d+-{digest}", p.name)),
-                     key=lambda name: int(name.split("-")[0]))
-        if old:
-            return old[0]
-    return f"{num}-{digest}"
-
-
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """What sweepers optimise: `best/<trainer.monitor>`, else the last `<trainer.monitor>`."""
-    monitor = cfg.trainer.monitor
-    value = metrics.get(f"best/{monitor}", metrics.get(monitor))
-    return None if value is None else float(value)
+    """What a job returns to the sweeper: `runs.objective` of its `trainer.monitor`."""
+    return runs.objective(cfg.trainer.monitor, metrics)
 
 
 def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) -> float | None:
@@ -173,7 +151,7 @@ class SweepCallback(Callback):
         check_swept_keys(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from .report import ReportError, load_jobs, swept_keys, write_report
+        from .report import ReportError, write_report
 
         if self._set_stamp:
             os.environ.pop(RUN_STAMP_ENV, None)

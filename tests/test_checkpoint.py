@@ -10,14 +10,15 @@ import sys
 import pytest
 import torch
 
-from emotionsumm.checkpoint import Checkpointer, CheckpointError, load_checkpoint
+from emotionsumm.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, load_checkpoint
 from emotionsumm.io import TMP_PREFIX, atomic_save
 from emotionsumm.seed import rng_state, set_rng_state
 
 
 def _payload(step: int) -> dict:
     return {"policy": {"w": torch.arange(6.0).reshape(2, 3) * step}, "ema": None, "optimizer": {}, "scheduler": None,
-            "step": step, "epoch": 0, "rng": [rng_state()], "config": {"seed": 1, "model": {"hidden_size": 4}}}
+            "version": FORMAT_VERSION, "step": step, "epoch": 0, "rng": [rng_state()],
+            "config": {"seed": 1, "model": {"hidden_size": 4}}}
 
 
 def test_round_trip_with_weights_only(tmp_path):
@@ -45,7 +46,8 @@ def test_sigkill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
     script = f"""
 import os, signal, torch
 from emotionsumm import io as checkpoint
-checkpoint.atomic_save({{"policy": {{"w": torch.ones(3)}}, "step": 1, "epoch": 0, "config": {{}}}}, {str(path)!r})
+meta = {{"epoch": 0, "config": {{}}, "version": 2}}
+checkpoint.atomic_save({{"policy": {{"w": torch.ones(3)}}, "step": 1, **meta}}, {str(path)!r})
 real_save = torch.save
 def dying_save(obj, fh):
     real_save(obj, fh)
@@ -53,7 +55,7 @@ def dying_save(obj, fh):
     fh.truncate(fh.tell() // 2)
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = dying_save
-checkpoint.atomic_save({{"policy": {{"w": torch.zeros(100000)}}, "step": 2, "epoch": 0, "config": {{}}}}, {str(path)!r})
+checkpoint.atomic_save({{"policy": {{"w": torch.zeros(100000)}}, "step": 2, **meta}}, {str(path)!r})
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
@@ -113,3 +115,12 @@ def test_top_k_keeps_the_best_files_and_last(tmp_path):
     assert restored.best == ckpt.best
     with pytest.raises(KeyError, match="trainer.monitor='val/acc'"):
         ckpt.plan({"val/loss": 1.0}, 5, 0)
+
+
+@pytest.mark.parametrize(("version", "age"), [(1, "an older"), (FORMAT_VERSION + 1, "a newer"), (None, "a newer")])
+def test_a_checkpoint_of_another_format_fails_saying_so(tmp_path, version, age):
+    path = tmp_path / "old.ckpt"
+    atomic_save({**_payload(1), "version": version}, path)
+    with pytest.raises(CheckpointError, match=rf"old\.ckpt has checkpoint format {version}, written by {age} "
+                                              rf"emotionsumm; this version reads format {FORMAT_VERSION}"):
+        load_checkpoint(path, key="ckpt")

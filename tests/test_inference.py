@@ -71,9 +71,9 @@ def test_inference_uses_ema_unless_raw(trained):
     _, _, ema_policy = load_for_inference(str(run / "checkpoints/last.ckpt"))
     _, _, raw_policy = load_for_inference(str(run / "checkpoints/last.ckpt"), weights="raw")
     key = "model.head.1.weight"
-    assert torch.equal(ema_policy.state_dict()[key], ckpt["ema"][key])
+    assert torch.equal(ema_policy.state_dict()[key], ckpt["ema"]["module"][key])
     assert torch.equal(raw_policy.state_dict()[key], ckpt["policy"][key])
-    assert not torch.equal(ckpt["ema"][key], ckpt["policy"][key])
+    assert not torch.equal(ckpt["ema"]["module"][key], ckpt["policy"][key])
 
 
 def test_inference_errors_name_the_input(trained, tmp_path):

@@ -23,7 +23,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
 from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
-from emotionsumm.sweep import SweepError, check_launcher, check_swept_keys, job_subdir, override_hash
+from emotionsumm.runs import job_subdir, override_hash
+from emotionsumm.sweep import SweepError, check_launcher, check_swept_keys
 
 from .conftest import TINY, cli
 

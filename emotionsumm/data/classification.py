@@ -97,6 +97,10 @@ class ClassificationData:
     def dataset(self, split: str) -> Any:
         return self.datasets.get(split)
 
+    def train_batches(self) -> list[list[int]] | None:
+        """Batches are drawn freely (no fixed groups)."""
+        return None
+
     def sample_weights(self) -> list[float] | None:
         """With `balanced_sampling`, draw training examples in inverse proportion to class size."""
         if not self.balanced_sampling:

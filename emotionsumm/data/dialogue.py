@@ -315,6 +315,13 @@ class DialogueSummaryData:
         return rows
 
     # ---- what the trainer, model and policy need ------------------------------------------
+    def train_batches(self) -> list[list[int]] | None:
+        """Not yet: the training Dataset yields whole length-bucketed batches (see `LengthBuckets`)."""
+        return None
+
+    def sample_weights(self) -> list[float] | None:
+        return None
+
     def dataset(self, split: str) -> Dataset | None:
         return self.datasets.get(split)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import require_choice
+
 POOLING = ("attention", "mean")
 
 
@@ -44,8 +46,7 @@ class AudioCNN(nn.Module):
                  convs_per_block: int = 2, dropout: float = 0.3, conv_dropout: float = 0.1,
                  pooling: str = "attention") -> None:
         super().__init__()
-        if pooling not in POOLING:
-            raise ValueError(f"model.pooling={pooling!r} is not allowed; choose one of {list(POOLING)}")
+        require_choice("model.pooling", pooling, POOLING)
         if min(depth, width, convs_per_block) < 1:
             raise ValueError(f"model.depth={depth}, model.width={width} and model.convs_per_block={convs_per_block} "
                              "must be >= 1")

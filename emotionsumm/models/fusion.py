@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..config import require_choice, require_range
 from .text import check_lr
 
 FUSIONS = ("late", "concat", "attention")
@@ -40,10 +41,8 @@ class FusionClassifier(nn.Module):
                  encoder_kwargs: Mapping[str, Mapping[str, Any]] | None = None, fusion: str = "attention",
                  hidden: int = 128, dropout: float = 0.2, modality_dropout: float = 0.0) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"model.fusion={fusion!r} is not allowed; choose one of {list(FUSIONS)}")
-        if not 0.0 <= modality_dropout < 1.0:
-            raise ValueError(f"model.modality_dropout={modality_dropout} is out of range; allowed: [0, 1)")
+        require_choice("model.fusion", fusion, FUSIONS)
+        require_range("model.modality_dropout", modality_dropout, 0, 1, high_open=True)
         missing = [m for m in modalities if m not in encoders or encoders[m] is None]
         if missing:
             raise ValueError(f"model.encoders has no config for modality {missing}; add e.g. "

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import require_range
 from .freezing import set_trainable, top_layers_to_train
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,7 @@ class ImageClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, features: int, num_classes: int, dropout: float,
                  freeze_backbone: bool, unfreeze_at_epochs: dict[Any, int] | None) -> None:
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout} is out of range; allowed: [0, 1)")
+        require_range("model.dropout", dropout, 0, 1, high_open=True)
         self.backbone = backbone
         self.pooled = nn.Identity()  # hook point: its output is the pooled embedding (predict export_embeddings)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import require_range
+
 log = logging.getLogger(__name__)
 
 
@@ -48,9 +50,8 @@ class Summarizer(nn.Module):
                 raise ValueError(f"{key}={value} exceeds the model's {limit} position embeddings "
                                  f"(model.max_position_embeddings); lower {key} or use a model with more positions")
         layers = self._encoder_layers()
-        if not 0 <= freeze_encoder_layers <= len(layers):
-            raise ValueError(f"model.freeze_encoder_layers={freeze_encoder_layers} is out of range; "
-                             f"allowed: [0, {len(layers)}] (the encoder has {len(layers)} layers)")
+        require_range("model.freeze_encoder_layers", freeze_encoder_layers, 0, len(layers),
+                      note=f"(the encoder has {len(layers)} layers)")
         self.freeze_embeddings, self.freeze_encoder_layers = freeze_embeddings, freeze_encoder_layers
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.on_epoch_start(0)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import require_range
 from .freezing import set_trainable, top_layers_to_train
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,5 @@ def check_lr(lr: Any, key: str) -> float | None:
         return None
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
         raise ValueError(f"{key}={lr!r} is not a valid float (expected null or a float > 0, e.g. {key}=5e-5)")
-    if not lr > 0:
-        raise ValueError(f"{key}={lr!r} is out of range; allowed: > 0 (or null: optimizer.lr)")
+    require_range(key, lr, 0, low_open=True, note="(or null: optimizer.lr)")
     return float(lr)

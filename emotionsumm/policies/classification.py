@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import require_range
 from ..metrics import classification_metrics, collapse_warning, confusion_figure, confusion_matrix
+from ..runs import confusion_file
 from . import ModelHooks
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,7 @@ class ClassificationPolicy(ModelHooks, nn.Module):
     def __init__(self, model: nn.Module, class_names: Sequence[str], class_counts: Sequence[int] | None = None,
                  label_smoothing: float = 0.0, class_weights: str | Sequence[float] | None = None) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"policy.label_smoothing={label_smoothing} is out of range; allowed: [0, 1)")
+        require_range("policy.label_smoothing", label_smoothing, 0, 1, high_open=True)
         self.model = model
         self.class_names = list(class_names)
         self.label_smoothing = label_smoothing
@@ -58,7 +59,9 @@ class ClassificationPolicy(ModelHooks, nn.Module):
         return F.cross_entropy(self.logits(batch).float(), batch["labels"], weight=self.class_weights,
                                label_smoothing=self.label_smoothing)
 
-    compute_loss = forward
+    def summary_metrics(self) -> tuple[str, ...]:
+        """What the one-line validation log shows (besides the monitored metric)."""
+        return ("acc", "macro_f1", "loss")
 
     @torch.no_grad()
     def predict_proba(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -92,5 +95,5 @@ class ClassificationPolicy(ModelHooks, nn.Module):
             log.warning("%s at step %d: %s", prefix, step, warning)
         figure = confusion_figure(state["confusion"], self.class_names, f"{prefix} confusion matrix (step {step})")
         if run_dir is not None:
-            figure.savefig(Path(run_dir) / f"confusion_{prefix}.png", dpi=100)
+            figure.savefig(Path(run_dir) / confusion_file(prefix), dpi=100)
         logger.log_figure(f"{prefix}/confusion_matrix", figure, step)  # closes the figure

@@ -83,7 +83,9 @@ class Seq2SeqPolicy(ModelHooks, nn.Module):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self._loss(batch)[0]
 
-    compute_loss = forward
+    def summary_metrics(self) -> tuple[str, ...]:
+        """What the one-line validation log shows (besides the monitored metric)."""
+        return ("loss", "encoder_gain")
 
     # ---- generation ---------------------------------------------------------------------
     @torch.no_grad()
