@@ -8,11 +8,12 @@ NPROC  ?= 2
 DIR    ?= outputs
 K      ?= 5
 
-.PHONY: help setup train train-ddp sweep cv report test lint tensorboard clean
+.PHONY: help setup train train-ddp sweep cv report test test-fast lint tensorboard clean
 
 help:
 	@echo "make train [ARGS='trainer.max_epochs=2 ...']   train the default experiment (sets up .venv first)"
 	@echo "make test                                       run the test suite (sets up .venv first)"
+	@echo "make test-fast                                  the unit tests only (about a minute)"
 	@echo "make train-ddp NPROC=2 [ARGS=...]               DDP on one machine with torchrun"
 	@echo "make sweep ARGS='optimizer.lr=1e-4,3e-4 seed=0,1,2'  Hydra multirun (resumable; report.md at the end)"
 	@echo "make cv K=5 [ARGS=...]                          k-fold cross-validation: all folds, mean +- std"
@@ -47,6 +48,10 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
+
+# the unit layer only (no training, no subprocess runs): about a minute
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not ddp" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check emotionsumm tests benchmarks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 import torch
 from torch import nn
 
@@ -58,6 +59,7 @@ def test_a_collapsed_policy_warns_once_per_evaluation(caplog, tmp_path):
     assert policy.compute_metrics(state)["pred_top_share"] == 1.0
 
 
+@pytest.mark.slow
 def test_every_classification_run_records_the_spread_of_its_validation_predictions(tmp_path):
     run_train(tmp_path, ["trainer.max_steps=3", "trainer.limit_val_batches=2", "trainer.test_after_fit=false"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())

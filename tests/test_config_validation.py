@@ -125,6 +125,7 @@ def test_readme_unfreeze_schedule_builds_the_model():
     assert all(p.requires_grad for p in model.encoder.parameters())
 
 
+@pytest.mark.slow
 def test_cli_fails_before_training_and_names_the_keys(tmp_path):
     run = tmp_path / "run"
     proc = cli("train", "group_lr={head: -1e-3}", "trainer.max_steps=abc", "optimizer.lr=fast",

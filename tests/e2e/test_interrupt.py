@@ -18,7 +18,7 @@ from emotionsumm.checkpoint import load_checkpoint, policy_weights
 from emotionsumm.config import PROJECT_ROOT
 from emotionsumm.runlock import LOCK_FILE, RunDirInUse, acquire, release
 
-from .conftest import TINY, cli, scalars
+from ..conftest import TINY, cli, scalars
 
 # 3 optimizer steps per epoch (5 batches, accumulation 2), validation every 3 steps, a checkpoint every 4
 OVERRIDES = [*TINY, "trainer.max_steps=8", "trainer.limit_train_batches=5", "trainer.accumulate_grad_batches=2",
@@ -202,6 +202,7 @@ def test_submitit_requeues_a_preempted_job_which_resumes_from_the_signal_checkpo
     assert load_checkpoint(job / "checkpoints/last.ckpt")["step"] == 600 and (job / "metrics.json").is_file()
 
 
+@pytest.mark.ddp
 def test_ddp_ranks_agree_to_stop_at_one_step_when_only_one_rank_gets_the_signal(tmp_path):
     outputs = tmp_path / "outputs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",

@@ -100,6 +100,7 @@ def _tampered(ckpt: Path, tmp_path: Path, where: str, value: object) -> Path:
 
 @pytest.mark.parametrize(("where", "make", "key", "target", "live"), [p[1:] for p in PAYLOADS],
                          ids=[p[0] for p in PAYLOADS])
+@pytest.mark.slow
 def test_evaluate_refuses_a_checkpoint_naming_code(ckpt, tmp_path, monkeypatch, where, make, key, target, live):
     from emotionsumm.evaluate import evaluate
 
@@ -116,6 +117,7 @@ def test_evaluate_refuses_a_checkpoint_naming_code(ckpt, tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize(("where", "make", "key", "target", "live"), [p[1:] for p in PAYLOADS if p[-1]],
                          ids=[p[0] for p in PAYLOADS if p[-1]])
+@pytest.mark.slow
 def test_without_the_check_the_payloads_would_run(ckpt, tmp_path, monkeypatch, where, make, key, target, live):
     """Control: each position above is one evaluate really builds, so the refusal is what saves the files."""
     from emotionsumm.runtime import load_for_inference
@@ -128,6 +130,7 @@ def test_without_the_check_the_payloads_would_run(ckpt, tmp_path, monkeypatch, w
     assert not scene.untouched()
 
 
+@pytest.mark.slow
 def test_evaluate_cli_refuses_and_exits_non_zero(ckpt, tmp_path, monkeypatch):
     scene = Scene(tmp_path, monkeypatch)
     bad = _tampered(ckpt, tmp_path, "model.encoder",
@@ -138,6 +141,7 @@ def test_evaluate_cli_refuses_and_exits_non_zero(ckpt, tmp_path, monkeypatch):
     assert scene.untouched()
 
 
+@pytest.mark.slow
 def test_resume_refuses_such_a_checkpoint(ckpt, tmp_path, monkeypatch):
     scene = Scene(tmp_path, monkeypatch)
     payload = [{"_target_": "subprocess.run", "args": ["touch", str(scene.marker)]}]
@@ -147,6 +151,7 @@ def test_resume_refuses_such_a_checkpoint(ckpt, tmp_path, monkeypatch):
     assert scene.untouched()
 
 
+@pytest.mark.slow
 def test_interpolations_in_a_stored_config_are_refused(ckpt, tmp_path):
     bad = _tampered(ckpt, tmp_path, "data.vocab_size", "${oc.env:HOME}")
     with pytest.raises(CheckpointError, match=r"data\.vocab_size='\$\{oc\.env:HOME\}' is an interpolation"):
@@ -155,6 +160,7 @@ def test_interpolations_in_a_stored_config_are_refused(ckpt, tmp_path):
         check_config({"data": {"${run_stamp:}": 1}})
 
 
+@pytest.mark.slow
 def test_the_untouched_checkpoint_still_evaluates(ckpt, tmp_path):
     from emotionsumm.evaluate import evaluate
 

@@ -8,7 +8,7 @@ import torch
 from emotionsumm.checkpoint import load_checkpoint
 from emotionsumm.policies.classification import class_weights_from_counts
 
-from .conftest import run_train
+from ..conftest import run_train
 
 LIMITS = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.test_after_fit=false"]
 

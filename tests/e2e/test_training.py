@@ -15,7 +15,7 @@ from hydra.errors import InstantiationException
 from emotionsumm.checkpoint import CheckpointError, load_checkpoint, policy_weights
 from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT
 
-from .conftest import SHARED, TINY, cli, make_cfg, run_train, scalars
+from ..conftest import SHARED, TINY, cli, make_cfg, run_train, scalars
 
 SHORT = ["trainer.max_steps=6", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
 

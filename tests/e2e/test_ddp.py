@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from emotionsumm.checkpoint import load_checkpoint
 from emotionsumm.config import PROJECT_ROOT
 
-from .conftest import TINY
+from ..conftest import TINY
 
 DRIVER = """
 import os, torch
@@ -26,6 +27,7 @@ train.main()
 """
 
 
+@pytest.mark.ddp
 def test_two_gloo_ranks_share_one_run_dir_and_identical_weights(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)

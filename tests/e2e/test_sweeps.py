@@ -26,7 +26,7 @@ from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
 from emotionsumm.runs import job_subdir, override_hash
 from emotionsumm.sweep import SweepError, check_launcher, check_swept_keys
 
-from .conftest import TINY, cli
+from ..conftest import TINY, cli
 
 # a few optimizer steps and one validation batch: a job takes seconds once torch is imported
 FAST = [*TINY, "trainer.max_steps=4", "trainer.limit_val_batches=1", "trainer.test_after_fit=false"]

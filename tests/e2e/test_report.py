@@ -12,7 +12,7 @@ import yaml
 
 from emotionsumm.report import main, write_report
 
-from .conftest import cli
+from ..conftest import cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

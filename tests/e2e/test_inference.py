@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from emotionsumm.runtime import load_for_inference
 
-from .conftest import cli, run_train
+from ..conftest import cli, run_train
 
 TEXTS = ["i feel so lonely and hopeless since yesterday", "today i am thrilled and cheerful at work"]
 
