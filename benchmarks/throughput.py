@@ -46,10 +46,13 @@ class Bench:
         self.samples = 0
 
     def _forever(self) -> Iterator[dict[str, torch.Tensor]]:
+        groups = self.data.train_batches()  # fixed batches (length buckets) when the data has them
         while True:
-            yield from torch.utils.data.DataLoader(self.data.dataset("train"), batch_size=self.data.batch_size,
-                                                   shuffle=True, drop_last=True, collate_fn=self.data.collate,
-                                                   num_workers=self.data.num_workers)
+            batching = ({"batch_sampler": [groups[i] for i in torch.randperm(len(groups)).tolist()]}
+                        if groups is not None else
+                        {"batch_size": self.data.batch_size, "shuffle": True, "drop_last": True})
+            yield from torch.utils.data.DataLoader(self.data.dataset("train"), collate_fn=self.data.collate,
+                                                   num_workers=self.data.num_workers, **batching)
 
     def step(self, count: bool) -> None:
         t_data, batch = timed(lambda: next(self.batches))

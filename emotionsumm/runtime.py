@@ -61,7 +61,7 @@ def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: Dic
     ckpt = load_checkpoint(ckpt_path, key="ckpt")
     cfg = OmegaConf.create(ckpt["config"])
     if data_overrides:
-        if cfg.data.get("demo") and {"files", "root"} & set(data_overrides) and "demo" not in data_overrides:
+        if cfg.data.get("demo") and {"files", "file", "root"} & set(data_overrides) and "demo" not in data_overrides:
             data_overrides = OmegaConf.merge(data_overrides, {"demo": False})  # the user's own file, not demo data
         cfg.data = OmegaConf.merge(cfg.data, data_overrides)
     data = build_data(cfg, None, state=ckpt.get("data"), splits=splits)

@@ -321,8 +321,8 @@ class Trainer:
         if not self.writes_checkpoints:
             self.checkpointer.plan(metrics, self.state.step, self.state.epoch)  # keeps best/<monitor> bookkeeping
             return
+        topk, dropped = self.checkpointer.plan(metrics, self.state.step, self.state.epoch)  # ranking includes this one
         run_state = self.state.state_dict(metrics)  # a collective: every rank's RNG state
-        topk, dropped = self.checkpointer.plan(metrics, self.state.step, self.state.epoch)
         if not dist.is_main():
             return
         payload = training_payload(run_state, self.config, self.data.state_dict(), policy=self.policy, ema=self.ema,

@@ -200,6 +200,7 @@ def test_feature_cache_hit_is_identical_and_does_not_reload_audio(tmp_path, monk
     assert other.cache.misses == 24 and other.cache.directory != second.cache.directory and len(calls) == 13 + 24
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_on_demo_data(tmp_path):
     from emotionsumm.evaluate import evaluate
     from emotionsumm.train import train

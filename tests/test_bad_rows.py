@@ -209,8 +209,8 @@ def test_tiny_image_names_the_path_and_min_image_size_or_is_skipped_and_counted(
     data = ImageClassificationData(root=str(root), on_error="skip", **kwargs)
     with caplog.at_level(logging.WARNING):
         data.setup(None)
-    assert len(data.dataset("train")) == 6 and data.skipped == [str(tiny)]
-    assert "skipped 1 unreadable image(s)" in caplog.text and "data.min_image_size=8" in caplog.text
+    assert len(data.dataset("train")) == 6 and data.skipped_rows == [str(tiny)] and data.skipped == {"train": 1}
+    assert "skipped 1 of 7 image(s)" in caplog.text and "data.min_image_size=8" in caplog.text
     ImageClassificationData(root=str(root), min_image_size=0, **kwargs).setup(None)  # 0 = no check
     fer = tmp_path / "fer.csv"
     square = " ".join(["128"] * 256)
@@ -220,7 +220,7 @@ def test_tiny_image_names_the_path_and_min_image_size_or_is_skipped_and_counted(
         ImageClassificationData(root=str(fer), **fer_kwargs).setup(None)
     skipping = ImageClassificationData(root=str(fer), on_error="skip", **fer_kwargs)
     skipping.setup(None)
-    assert len(skipping.dataset("train")) == 2 and skipping.skipped == [f"{fer}:3"]
+    assert len(skipping.dataset("train")) == 2 and skipping.skipped_rows == [f"{fer}:3"]
     manifest = write_jsonl(tmp_path / "mm.jsonl", [{"image": str(root / "joy" / "S0_joy.png"), "label": "joy"},
                                                    {"image": str(tiny), "label": "sadness"}])
     with pytest.raises(ValueError, match=r"mm.jsonl:2: .*S9_tiny.png.*smaller than data.min_image_size=8"):

@@ -132,6 +132,7 @@ def demo_runs(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     return runs
 
 
+@pytest.mark.slow
 def test_fusion_beats_every_single_modality_on_the_demo_set(demo_runs):
     fused = demo_runs["text,audio,image"][1]
     singles = {m: demo_runs[m][1]["test/acc"] for m in ("text", "audio", "image")}
@@ -140,6 +141,7 @@ def test_fusion_beats_every_single_modality_on_the_demo_set(demo_runs):
     assert {"test/acc", "test/macro_f1", "test/weighted_f1", "test/uar"} <= set(fused)
 
 
+@pytest.mark.slow
 def test_fusion_checkpoint_predicts_a_manifest_and_exports_fused_embeddings(demo_runs, tmp_path):
     run = demo_runs["text,audio,image"][0]
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -164,6 +166,7 @@ def test_fusion_checkpoint_predicts_a_manifest_and_exports_fused_embeddings(demo
 
 
 @needs_shared
+@pytest.mark.slow
 def test_meld_runs_on_text_alone_and_monitors_weighted_f1(tmp_path):
     cfg = make_cfg(tmp_path, ["experiment=emotion_fusion_meld"])
     assert cfg.trainer.monitor == "val/weighted_f1"

@@ -123,7 +123,7 @@ def test_malformed_fer2013_pixels_name_the_line_or_are_skipped(tmp_path):
         image_data(csv, **kwargs).setup(None)
     data = image_data(csv, **kwargs, on_error="skip")
     data.setup(None)
-    assert len(data.dataset("train")) == 2 and data.skipped == [f"{csv}:4", f"{csv}:5"]
+    assert len(data.dataset("train")) == 2 and data.skipped_rows == [f"{csv}:4", f"{csv}:5"]
 
 
 def test_augmentation_only_in_training_and_reproducible(tmp_path):
@@ -177,8 +177,8 @@ def test_corrupt_or_empty_image_is_named_or_skipped_and_counted(tmp_path, caplog
     data = image_data(root, on_error="skip", **kwargs)
     with caplog.at_level(logging.WARNING):
         data.setup(None)
-    assert len(data.dataset("train")) == 16 and sorted(data.skipped) == sorted([str(bad), str(empty)])
-    assert "skipped 2 unreadable image(s)" in caplog.text
+    assert len(data.dataset("train")) == 16 and sorted(data.skipped_rows) == sorted([str(bad), str(empty)])
+    assert "skipped 2 of 18 image(s)" in caplog.text
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"{root / 'happy' / 'S000_001_00000000.png'}\n{empty}\n")
     with pytest.raises(ImageReadError, match=rf"input line 2: {empty}: cannot read the image \(empty file\)"):
@@ -223,6 +223,7 @@ def test_frozen_backbone_trains_only_the_head_then_unfreezes_on_schedule():
     assert trainable(resnet) == {"backbone.layer3", "backbone.layer4", "head.1"}
 
 
+@pytest.mark.slow
 def test_demo_train_then_evaluate_and_predict_from_the_checkpoint(tmp_path):
     from emotionsumm.train import train
 

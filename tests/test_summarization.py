@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from emotionsumm.baselines import baseline, lead_k
 from emotionsumm.config import PROJECT_ROOT
 from emotionsumm.data import tokenizers as toks
-from emotionsumm.data.dialogue import LABEL_PAD, DialogueSummaryData, LengthBuckets
+from emotionsumm.data.dialogue import LABEL_PAD, DialogueSummaryData, length_buckets
 from emotionsumm.rouge import pair_scores, rouge_scores, split_sentences
 
 from .conftest import make_cfg, needs_shared
@@ -93,6 +93,7 @@ def test_lead_k_takes_the_first_turns_with_speaker_tags():
 
 
 @needs_shared
+@pytest.mark.slow
 def test_lead3_reproduces_the_published_dialogsum_test_numbers(tmp_path):
     from emotionsumm.evaluate import evaluate
 
@@ -120,8 +121,9 @@ def test_dialogsum_jsonl_and_samsum_json_and_jsonl(tmp_path):
     data = make_data(tmp_path, ROWS, summary_fields=["summary", "summary1", "summary2", "summary3"],
                      files={"test": str(write_jsonl(tmp_path / "test.jsonl", test_rows))})
     data.setup(None)
-    train = data.dataset("train")  # length-bucketed: whole batches of 16
-    assert (len(train), train.num_examples, data.stats["train"]["rows"]) == (2, 20, 20)
+    batches = data.train_batches()  # length-bucketed: fixed batches of 16 examples' indices
+    assert (len(batches), len(data.dataset("train")), data.stats["train"]["rows"]) == (2, 20, 20)
+    assert data.batch_size == 16 and sorted(i for b in batches for i in b) == list(range(20))
     assert data.read("test")[0].references == ["s one", "s two", "x"]
     batch = data.collate([data.dataset("test")[0]])
     assert batch["ids"] == ["test_0"] and batch["references"] == [["s one", "s two", "x"]]
@@ -168,13 +170,12 @@ def test_truncation_is_honoured_and_counted_and_labels_are_padded_with_minus_100
 
 
 def test_length_buckets_are_fixed_seeded_and_cover_every_example():
-    examples = [{"input_ids": [0] * n, "n": i} for i, n in enumerate([5, 50, 6, 52, 7, 51, 5, 49, 120])]
-    buckets = LengthBuckets(examples, batch_size=2, bucket_width=0.2, seed=0)
-    assert sorted(ex["n"] for batch in buckets.batches for ex in batch) == list(range(9))
-    lengths = [sorted(len(ex["input_ids"]) for ex in batch) for batch in buckets.batches[:-1]]
-    assert all(b[-1] <= 1.2 * b[0] + 1 for b in lengths[:3])  # full batches hold similar lengths
-    again = LengthBuckets(examples, batch_size=2, bucket_width=0.2, seed=0)
-    assert [[ex["n"] for ex in b] for b in again.batches] == [[ex["n"] for ex in b] for b in buckets.batches]
+    lengths = [5, 50, 6, 52, 7, 51, 5, 49, 120]
+    buckets = length_buckets(lengths, batch_size=2, bucket_width=0.2, seed=0)
+    assert sorted(i for batch in buckets for i in batch) == list(range(9))
+    sizes = [sorted(lengths[i] for i in batch) for batch in buckets[:-1]]
+    assert all(b[-1] <= 1.2 * b[0] + 1 for b in sizes[:3])  # full batches hold similar lengths
+    assert length_buckets(lengths, batch_size=2, bucket_width=0.2, seed=0) == buckets
 
 
 # ---- bad input ------------------------------------------------------------------------------
@@ -318,6 +319,7 @@ def trained(tmp_path_factory):
     return run, metrics
 
 
+@pytest.mark.slow
 def test_training_writes_rouge_predictions_and_tensorboard_samples(trained):
     run, metrics = trained
     assert metrics["step"] == 20
@@ -335,6 +337,7 @@ def test_training_writes_rouge_predictions_and_tensorboard_samples(trained):
     assert "val/samples/text_summary" in acc.Tags()["tensors"] and "val/rougeL" in acc.Tags()["scalars"]
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_from_the_checkpoint_alone(trained, tmp_path):
     from emotionsumm.evaluate import evaluate
     from emotionsumm.predict import predict

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torchaudio
 
+from ..config import require_range
+
 LOG_FLOOR = 1e-6  # added to the mel power before the log; log(LOG_FLOOR) is the value of silence
 CACHE_VERSION = 1  # bump when `extract` changes, so old cached features are not reused
 
@@ -167,12 +169,10 @@ class AudioPipeline:
                   "augment.freq_mask_width": (freq_mask_width, 0), "augment.time_mask_width": (time_mask_width, 0),
                   "augment.gain_db": (gain_db, 0)}
         for key, (value, low) in checks.items():
-            if value < low:
-                raise ValueError(f"data.{key}={value} is out of range; allowed: >= {low}")
-        if duration <= 0:
-            raise ValueError(f"data.features.duration={duration} is out of range; allowed: > 0 (seconds)")
-        if win_length is not None and not 0 < win_length <= n_fft:
-            raise ValueError(f"data.features.win_length={win_length} is out of range; allowed: 1..n_fft={n_fft}")
+            require_range(f"data.{key}", value, low)
+        require_range("data.features.duration", duration, 0, low_open=True, note="(seconds)")
+        if win_length is not None:
+            require_range("data.features.win_length", win_length, 1, n_fft, note=f"(n_fft={n_fft})")
         if noise_snr_db is not None and (len(noise_snr_db) != 2 or noise_snr_db[0] > noise_snr_db[1]):
             raise ValueError(f"data.augment.noise_snr_db={list(noise_snr_db)} must be [low, high] in dB, or null")
         self.sample_rate, self.duration, self.n_mels = int(sample_rate), float(duration), int(n_mels)

@@ -22,9 +22,7 @@ from torch.utils.data import Dataset
 
 from ..config import require_choice, require_range
 from . import tokenizers as toks
-from .readers import check_file, log_skipped, read_rows, skip_or_raise
-from .synthetic import demo_directory
-from .synthetic_dialogue import make_dialogues
+from .readers import ON_ERROR, check_file, log_skipped, read_rows, skip_or_raise
 
 log = logging.getLogger(__name__)
 
@@ -54,41 +52,31 @@ class SummaryDataset(Dataset):
         return self.examples[index]
 
 
-class LengthBuckets(Dataset):
-    """Whole training batches of similar source length: item i is a list of examples.
+def length_buckets(lengths: Sequence[int], batch_size: int, bucket_width: float = 0.2,
+                   seed: int = 0) -> list[list[int]]:
+    """Fixed training batches (lists of example indices) of similar source length.
 
-    Examples are grouped into length bins `bucket_width` wide (relative: 0.2 = lengths within
-    20 % of each other), shuffled inside each bin with a seeded RNG and cut into batches of
-    `batch_size` (the leftovers of all bins, in length order, make the last batches). Padding
-    stays small while a batch still mixes unrelated dialogues (exact sorting would group
-    near-identical ones). The batches are fixed once; the trainer's sampler shuffles their order
-    every epoch (as fairseq does), deterministically per seed and epoch, resumable mid-epoch.
+    Examples are grouped into length bins `bucket_width` wide (relative: 0.2 = lengths within 20 % of
+    each other), shuffled inside each bin with a seeded RNG and cut into batches of `batch_size` (the
+    leftovers of all bins, in length order, make the last batches). Padding stays small while a batch
+    still mixes unrelated dialogues (exact sorting would group near-identical ones). The batches are
+    fixed once; the trainer shuffles their order every epoch (as fairseq does), deterministically per
+    seed and epoch, resumable mid-epoch (`Data.train_batches`).
     """
-
-    def __init__(self, examples: list[dict[str, Any]], batch_size: int, bucket_width: float = 0.2,
-                 seed: int = 0) -> None:
-        require_range("data.bucket_width", bucket_width, 0.01)
-        rng = random.Random(seed)
-        bins: dict[int, list[int]] = {}
-        for i, ex in enumerate(examples):
-            bins.setdefault(math.floor(math.log(len(ex["input_ids"])) / math.log1p(bucket_width)), []).append(i)
-        batches, leftovers = [], []
-        for key in sorted(bins):
-            members = bins[key]
-            rng.shuffle(members)
-            full = len(members) - len(members) % batch_size
-            batches += [members[s : s + batch_size] for s in range(0, full, batch_size)]
-            leftovers += members[full:]
-        leftovers.sort(key=lambda i: len(examples[i]["input_ids"]))
-        batches += [leftovers[s : s + batch_size] for s in range(0, len(leftovers), batch_size)]
-        self.batches = [[examples[i] for i in batch] for batch in batches]
-        self.num_examples = len(examples)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: int) -> list[dict[str, Any]]:
-        return self.batches[index]
+    require_range("data.bucket_width", bucket_width, 0.01)
+    rng = random.Random(seed)
+    bins: dict[int, list[int]] = {}
+    for i, length in enumerate(lengths):
+        bins.setdefault(math.floor(math.log(length) / math.log1p(bucket_width)), []).append(i)
+    batches, leftovers = [], []
+    for key in sorted(bins):
+        members = bins[key]
+        rng.shuffle(members)
+        full = len(members) - len(members) % batch_size
+        batches += [members[s : s + batch_size] for s in range(0, full, batch_size)]
+        leftovers += members[full:]
+    leftovers.sort(key=lambda i: lengths[i])
+    return batches + [leftovers[s : s + batch_size] for s in range(0, len(leftovers), batch_size)]
 
 
 class DialogueSummaryData:
@@ -98,10 +86,10 @@ class DialogueSummaryData:
     speaker tags matching `keep_whole` kept as single tokens) and saved in the run dir; otherwise
     the pretrained tokenizer of that name or directory is used. `state` (from a checkpoint)
     fixes the tokenizer, so evaluate and predict need only the checkpoint.
-    With `bucket_by_length`, the training Dataset yields whole batches (see `LengthBuckets`), so
-    the attribute `batch_size` the trainer's loader uses is 1 and `examples_per_batch` is the
-    configured `data.batch_size`. `max_eval_examples` keeps a fixed random subset of the
-    validation split (generation is slow on CPU); the test split is always whole.
+    With `bucket_by_length`, `train_batches()` gives fixed batches of `batch_size` training examples
+    of similar length (see `length_buckets`), which the trainer shuffles as units. `max_eval_examples`
+    keeps a fixed random subset of the validation split (generation is slow on CPU); the test split is
+    always whole.
     """
 
     def __init__(self, files: dict[str, str | None], format: str | None = None, dialogue_field: str = "dialogue",
@@ -113,7 +101,7 @@ class DialogueSummaryData:
                  bucket_width: float = 0.2,
                  max_eval_examples: int | None = None, on_error: str = "raise", demo: bool = False,
                  demo_dir: str | None = None, seed: int = 0, state: dict[str, Any] | None = None) -> None:
-        require_choice("data.on_error", on_error, ("raise", "skip"))
+        require_choice("data.on_error", on_error, ON_ERROR)
         require_range("data.batch_size", batch_size, 1)
         require_range("data.num_workers", num_workers, 0)
         require_range("data.max_source_length", max_source_length, 8)
@@ -126,9 +114,9 @@ class DialogueSummaryData:
         self.tokenizer_name, self.vocab_size, self.min_frequency = tokenizer, vocab_size, min_frequency
         self.keep_whole, self.tokenizer_cache_dir = keep_whole, tokenizer_cache_dir
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
-        self.examples_per_batch = batch_size
         self.bucket_by_length, self.bucket_width = bucket_by_length, bucket_width
-        self.batch_size = 1 if bucket_by_length else batch_size
+        self.batch_size = batch_size
+        self._train_batches: list[list[int]] | None = None
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.max_eval_examples, self.on_error, self.demo, self.seed = max_eval_examples, on_error, demo, seed
@@ -145,17 +133,20 @@ class DialogueSummaryData:
         self._build_tokenizer(rows.get("train"), run_dir)
         for split, split_rows in rows.items():
             examples = self._encode(split_rows, split, with_texts=split != "train")
-            if split == "train" and self.bucket_by_length:
-                self.datasets[split] = LengthBuckets(examples, self.examples_per_batch, self.bucket_width,
-                                                      self.seed)
-            else:  # evaluation: sorted by length (less padding); `index` restores the file order
+            if split == "train" and self.bucket_by_length:  # in file order: the batches are index groups
+                self._train_batches = length_buckets([len(ex["input_ids"]) for ex in examples], self.batch_size,
+                                                     self.bucket_width, self.seed)
+            else:  # sorted by length (less padding); `index` restores the file order of evaluation splits
                 examples.sort(key=lambda ex: len(ex["input_ids"]))
-                self.datasets[split] = SummaryDataset(examples)
+            self.datasets[split] = SummaryDataset(examples)
         log.info("data: %s", {s: self.stats[s] for s in rows})
 
     def _make_demo(self) -> None:
         """With `demo`, generate the demo set into `demo_dir` (every file must lie there)."""
         if self.demo:
+            from ..demo.dialogue import make_dialogues
+            from ..demo.store import demo_directory
+
             make_dialogues(demo_directory(self.demo_dir, {f"data.files.{s}": p for s, p in self.files.items()}))
 
     def read(self, split: str) -> list[Dialogue]:
@@ -243,8 +234,6 @@ class DialogueSummaryData:
 
     def collate(self, examples: list[Any]) -> dict[str, Any]:
         """Pad to the longest example of the batch; labels with -100; texts as lists."""
-        if examples and isinstance(examples[0], list):  # whole batches from LengthBuckets
-            examples = [ex for batch in examples for ex in batch]
         ids, mask = toks.pad_ids([ex["input_ids"] for ex in examples], self.tokenizer.pad_token_id)
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if "labels" in examples[0]:
@@ -316,8 +305,8 @@ class DialogueSummaryData:
 
     # ---- what the trainer, model and policy need ------------------------------------------
     def train_batches(self) -> list[list[int]] | None:
-        """Not yet: the training Dataset yields whole length-bucketed batches (see `LengthBuckets`)."""
-        return None
+        """With `bucket_by_length`, the fixed length buckets (indices into `dataset("train")`); else None."""
+        return self._train_batches if "train" in self.datasets else None
 
     def sample_weights(self) -> list[float] | None:
         return None

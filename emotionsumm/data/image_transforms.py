@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from ..config import require_choice, require_range
+
 NORMALIZE = ("train", "imagenet", "none")
 # the statistics torchvision's ImageNet weights were trained with (per RGB channel)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,18 +68,16 @@ def build_augmentation(size: tuple[int, int], augment: Mapping[str, Any] | None)
             raise ValueError(f"data.augment.crop_scale={list(scale)} is out of range; allowed: [min, max] in (0, 1]")
         steps.append(v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True))
     hflip = float(augment.get("hflip") or 0.0)
-    if not 0.0 <= hflip <= 1.0:
-        raise ValueError(f"data.augment.hflip={hflip} is out of range; allowed: [0, 1]")
+    require_range("data.augment.hflip", hflip, 0, 1)
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(hflip))
     rotation = float(augment.get("rotation") or 0.0)
-    if rotation < 0:
-        raise ValueError(f"data.augment.rotation={rotation} is out of range; allowed: >= 0 degrees")
+    require_range("data.augment.rotation", rotation, 0, note="degrees")
     if rotation > 0:
         steps.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR))
     jitter = {k: float(augment.get(k) or 0.0) for k in ("brightness", "contrast")}
-    if any(v < 0 or v >= 1 for v in jitter.values()):
-        raise ValueError(f"data.augment brightness/contrast={list(jitter.values())} are out of range; allowed: [0, 1)")
+    for key, value in jitter.items():
+        require_range(f"data.augment.{key}", value, 0, 1, high_open=True)
     if any(jitter.values()):
         steps.append(v2.ColorJitter(brightness=jitter["brightness"] or None, contrast=jitter["contrast"] or None))
     return v2.Compose(steps) if steps else None
@@ -101,8 +101,7 @@ class ImagePipeline:
                  std: Sequence[float] | None = None, equalize: bool = False, min_size: int = 8) -> None:
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not allowed; choose 1 (grey) or 3 (RGB)")
-        if min_size < 0:
-            raise ValueError(f"data.min_image_size={min_size} is out of range; allowed: >= 0 (0 = no check)")
+        require_range("data.min_image_size", min_size, 0, note="(0 = no check)")
         self.channels = channels
         self.size = pair(image_size)
         self.min_size = min(int(min_size), *self.size)
@@ -178,8 +177,7 @@ class ImagePipeline:
     def choose_normalization(self, mode: str, train_images: Callable[[], Iterable[Any]] | None) -> None:
         """Statistics for `data.normalize`: `train` (computed on the training images), `imagenet`
         (the pretrained weights' own) or `none`. Statistics already set (given, or from a checkpoint) win."""
-        if mode not in NORMALIZE:
-            raise ValueError(f"data.normalize={mode!r} is not allowed; choose one of {list(NORMALIZE)}")
+        require_choice("data.normalize", mode, NORMALIZE)
         if self.mean is not None or mode == "none":
             return
         if mode == "imagenet":

@@ -1,12 +1,13 @@
-"""Multimodal emotion data: manifests (CSV or JSONL) whose rows carry a label and any of text, audio, image.
+"""Multimodal emotion data: manifests (CSV, TSV or JSONL) whose rows carry a label and any of text, audio, image.
 
-A value missing from a row (null, empty, only whitespace, or no such column) is masked, not an error;
-a row with no value at all, or without a label, raises naming its line (or is skipped and counted
-with `on_error=skip`); a modality that no training row has is left out of the model altogether
-(MELD here has text only). Each modality goes through the same pipeline as in its single-modality
-task: the WordPiece (or pretrained) tokenizer, `AudioPipeline` with its train-split normaliser and
-optional feature cache, and `ImagePipeline` with its train-split mean/std (and `min_image_size`).
-Media paths are relative to the manifest.
+Rows go through the shared table (`TableData`): one manifest per split (`split=files`) or one manifest
+`file` split randomly, by a split column or by group; k-fold; `on_error`. A value missing from a row
+(null, empty, only whitespace, or no such column) is masked, not an error; a row with no value at all,
+or without a label, raises naming its line (or is skipped and counted with `on_error=skip`); a modality
+that no training row has is left out of the model altogether (MELD here has text only). Each modality
+goes through the same pipeline as in its single-modality task: the WordPiece (or pretrained) tokenizer,
+`AudioPipeline` with its train-split normaliser and optional feature cache, and `ImagePipeline` with its
+train-split mean/std (and `min_image_size`). Media paths are relative to the manifest.
 A batch holds `<modality>_<input>` tensors plus a boolean `<modality>_mask` (present or not).
 """
 
@@ -15,19 +16,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from . import tokenizers as toks
 from .audio_features import AudioPipeline, AudioReadError, FeatureCache
-from .classification import ClassificationData, Label
 from .image_transforms import ImagePipeline, ImageReadError
-from .readers import check_file, check_on_error, log_skipped, read_rows, skip_or_raise, text_value
-from .splits import SPLITS
-from .synthetic import demo_directory
-from .synthetic_multimodal import make_multimodal_emotion
+from .readers import check_file, text_value
+from .table import BadRow, Examples, Row, TableData, TableDataset
 
 log = logging.getLogger(__name__)
 
@@ -35,64 +32,48 @@ MODALITIES = ("text", "audio", "image")
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 
 
-class Row(NamedTuple):
-    """One manifest row: its label (None when unlabelled), a value per modality (None = missing), where."""
-
-    label: Label | None
-    values: dict[str, str | None]
-    where: str
-    base: Path  # media paths are relative to this directory
-
-
-class MultimodalDataset(Dataset):
-    """Per row: token ids, full-length log-mels and a uint8 image (each None when missing) and a class id."""
+class MultimodalDataset(TableDataset):
+    """Per row: token ids, full-length log-mels and a uint8 image (each absent when missing) and a class id."""
 
     def __init__(self, inputs: list[dict[str, Any]], labels: list[int | None], names: list[str],
                  audio: AudioPipeline, image: ImagePipeline, train: bool = False) -> None:
-        self.inputs, self.labels, self.names = inputs, labels, names
-        self.audio, self.image, self.train = audio, image, train
+        super().__init__(inputs, labels, names, train=train)
+        self.audio, self.image = audio, image
 
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        raw = self.inputs[index]
+    def transform(self, raw: dict[str, Any], train: bool) -> dict[str, Any]:
         item: dict[str, Any] = {"text": raw.get("text")}
         if raw.get("audio") is not None:
-            item["audio"] = self.audio.transform(raw["audio"], self.train)
+            item["audio"] = self.audio.transform(raw["audio"], train)
         if raw.get("image") is not None:
-            item["image"] = self.image(raw["image"], train=self.train)
-        if self.labels[index] is not None:
-            item["label"] = self.labels[index]
+            item["image"] = self.image(raw["image"], train=train)
         return item
 
 
-class MultimodalData(ClassificationData):
-    """Reads per-split manifests (`files.train|val|test`) and builds the fusion model's inputs.
+class MultimodalData(TableData):
+    """Reads manifests and builds the fusion model's inputs.
 
     `columns` maps each modality to its manifest column; `modalities` lists those to use. `text`,
     `audio` and `image` configure the per-modality pipelines (the keys of the text, audio and image
-    data configs). Unreadable media raise an error naming the manifest line, or with
-    `on_error=skip` drop the row and are counted. With `num_folds`, fold `fold` of the training
-    manifest replaces the validation one.
+    data configs). Unreadable media raise an error naming the manifest line, or with `on_error=skip`
+    drop the row and are counted. Sources, splits and k-fold: see TableData.
     """
 
-    def __init__(self, files: Mapping[str, str | None], label_column: str = "label",
-                 columns: Mapping[str, str | None] | None = None, modalities: Sequence[str] = MODALITIES,
-                 format: str | None = None, on_error: str = "raise", demo: bool = False, demo_dir: str | None = None,
-                 text: Mapping[str, Any] | None = None, audio: Mapping[str, Any] | None = None,
-                 image: Mapping[str, Any] | None = None, state: dict[str, Any] | None = None, **common: Any) -> None:
-        super().__init__(state=state, **common)
+    load_errors = (AudioReadError, ImageReadError)
+
+    def __init__(self, files: Mapping[str, str | None] | None = None, file: str | None = None,
+                 label_column: str = "label", columns: Mapping[str, str | None] | None = None,
+                 modalities: Sequence[str] = MODALITIES, text: Mapping[str, Any] | None = None,
+                 audio: Mapping[str, Any] | None = None, image: Mapping[str, Any] | None = None,
+                 state: dict[str, Any] | None = None, **common: Any) -> None:
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
             raise ValueError(f"data.modalities={list(modalities)} must be a non-empty subset of {list(MODALITIES)}")
-        check_on_error(on_error)
+        super().__init__(files=dict(files or {}), label_column=label_column, state=state, **common)
         state = state or {}
-        self.files, self.label_column, self.format = dict(files), label_column, format
+        self.file = file
         self.columns = {m: m for m in MODALITIES} | dict(columns or {})
         self.modalities = list(modalities)
         self.active: list[str] | None = state.get("modalities")
-        self.on_error, self.demo, self.demo_dir = on_error, demo, demo_dir
         text, audio, image = dict(text or {}), dict(audio or {}), dict(image or {})
         self.tokenizer_name = text.get("tokenizer")
         self.vocab_size, self.max_length = int(text.get("vocab_size", 8000)), int(text.get("max_length", 128))
@@ -107,124 +88,82 @@ class MultimodalData(ClassificationData):
                                    state.get("image_mean", image.get("mean")), state.get("image_std", image.get("std")),
                                    bool(image.get("equalize", False)), int(image.get("min_image_size", 8)))
         self.image_normalize = image.get("normalize", "train")
-        self.skipped: dict[str, int] = {}
 
-    # ---- reading ------------------------------------------------------------------------
-    def _read(self, path: Path, split: str, labelled: bool = True) -> list[Row]:
-        rows: list[Row] = []
-        bad: list[str] = []
-        total = 0
-        for lineno, raw in read_rows(path, self.format):
-            total += 1
-            where = f"{path}:{lineno}"
-            values = {m: text_value(raw.get(self.columns.get(m) or "")) for m in MODALITIES}
-            label = Label(raw.get(self.label_column), where) if labelled else None
-            if label is not None and text_value(label.value) is None:
-                skip_or_raise(self.on_error, f"{where}: no label in column {self.label_column!r} (null, empty or "
-                              f"missing; data.label_column); columns are {list(raw)}", bad)
-            elif all(v is None for v in values.values()):
-                skip_or_raise(self.on_error, f"{where}: no modality present (columns {self.columns} are all null, "
-                              "empty or missing)", bad, fix="fill at least one, or fix data.columns")
-            else:
-                rows.append(Row(label, values, where, path.parent))
-        log_skipped(f"{path} (split {split})", bad, total)
-        if bad:
-            self.skipped[split] = self.skipped.get(split, 0) + len(bad)
-        if not rows:
-            raise ValueError(f"{path}: the manifest has no usable rows")
-        used = [r for r in rows if any(r.values[m] is not None for m in self.modalities)]
+    # ---- rows ---------------------------------------------------------------------------------
+    def make_demo(self, directory: Path) -> None:
+        from ..demo.multimodal import make_multimodal_emotion
+
+        make_multimodal_emotion(directory)
+
+    def parse(self, record: dict[Any, Any], where: str, path: Path) -> tuple[dict[str, str | None], Path]:
+        """(a value per modality, None = missing; the manifest's folder, which media paths are relative to)."""
+        values = {m: text_value(record.get(self.columns.get(m) or "")) for m in MODALITIES}
+        if all(v is None for v in values.values()):
+            raise BadRow(f"no modality present (columns {self.columns} are all null, empty or missing)",
+                         fix="fill at least one, or fix data.columns")
+        return values, path.parent
+
+    def read_table(self, path: Path, key: str, split: str | None, labelled: bool = True) -> list[Row]:
+        """The manifest's rows that have at least one of `modalities`."""
+        rows = super().read_table(path, key, split, labelled)
+        used = [r for r in rows if any(r.item[0][m] is not None for m in self.modalities)]
         if len(used) < len(rows):
             log.info("%s: %d of %d rows have none of data.modalities=%s; left out", path, len(rows) - len(used),
                      len(rows), self.modalities)
         return used
 
-    def _choose_modalities(self, train: list[Row]) -> None:
+    def fit_rows(self, train: list[Row]) -> None:
         """Keep the modalities that at least one training row has (unless fixed by a checkpoint)."""
         if self.active is not None:
             return
-        self.active = [m for m in self.modalities if any(r.values[m] is not None for r in train)]
+        self.active = [m for m in self.modalities if any(r.item[0][m] is not None for r in train)]
+        if not self.active:
+            raise ValueError(f"data.modalities={self.modalities}: none of them has data in the training split")
         for modality in self.modalities:
+            missing = sum(r.item[0][modality] is None for r in train)
             if modality not in self.active:
                 log.warning("modality %s: no training row has column %r; it is left out of the model", modality,
                             self.columns.get(modality))
             else:
-                missing = sum(r.values[modality] is None for r in train)
                 log.info("modality %s: present in %d of %d training rows", modality, len(train) - missing, len(train))
 
-    def _media(self, rows: list[Row], split: str) -> tuple[list[Row], list[dict[str, Any]]]:
-        """Decode audio (full-length log-mels) and images of the active modalities; bad files raise or skip."""
-        kept, inputs, bad = [], [], []
-        for row in rows:
-            item: dict[str, Any] = {}
-            try:
-                for modality in ("audio", "image"):
-                    value = row.values.get(modality)
-                    if modality in self.active and value is not None:
-                        path = (row.base / value).expanduser()
-                        if modality == "audio":
-                            item["audio"] = self.cache.get(path) if self.cache else self.audio.extract(path)
-                        else:
-                            item["image"] = self.image.load(path)
-            except (AudioReadError, ImageReadError) as exc:
-                skip_or_raise(self.on_error, f"{row.where}: {exc}", bad, fix="fix or remove the file")
-                continue
-            if "text" in self.active:
-                item["text"] = row.values.get("text")
-            kept.append(row)
-            inputs.append(item)
-        log_skipped(f"split {split}: unreadable media", bad, len(rows))
-        if bad:
-            self.skipped[split] = self.skipped.get(split, 0) + len(bad)
-        return kept, inputs
+    # ---- one example --------------------------------------------------------------------------
+    def load(self, item: tuple[dict[str, str | None], Path]) -> dict[str, Any]:
+        """Full-length log-mels and the uint8 image of the active modalities (and the text)."""
+        values, base = item
+        loaded: dict[str, Any] = {}
+        for modality in ("audio", "image"):
+            value = values.get(modality)
+            if modality in self.active and value is not None:
+                path = (base / value).expanduser()
+                if modality == "audio":
+                    loaded["audio"] = self.cache.get(path) if self.cache else self.audio.extract(path)
+                else:
+                    loaded["image"] = self.image.load(path)
+        if "text" in self.active:
+            loaded["text"] = values.get("text")
+        return loaded
 
-    # ---- set-up -------------------------------------------------------------------------
-    def setup(self, run_dir: str | Path | None = None, splits: Sequence[str] = SPLITS) -> None:
-        """Read the manifests, fix classes and modalities, fit the pipelines on train, build the datasets."""
-        if self.demo and splits:
-            files = {f"data.files.{s}": p for s, p in self.files.items()}
-            make_multimodal_emotion(demo_directory(self.demo_dir, files))
-        need_train = "train" in splits or self.class_names is None or self.active is None or \
-            (self.num_folds and "val" in splits)
-        wanted = [s for s in SPLITS if (s in splits and self.files.get(s)) or (s == "train" and need_train)]
-        if self.num_folds:
-            wanted = [s for s in wanted if s != "val"]
-        rows = {s: self._read(check_file(self.files.get(s), f"data.files.{s}"), s) for s in wanted}
-        if "train" in rows:
-            self.fix_classes([r.label for r in rows["train"]])
-            self._choose_modalities(rows["train"])
+    def needs_fit(self) -> bool:
+        active = self.active or []
+        return (self.active is None or ("audio" in active and not self.audio.normalizer.fitted)
+                or ("image" in active and self.image_normalize == "train" and self.image.mean is None)
+                or ("text" in active and self._tokenizer_json is None and not self.tokenizer_name))
+
+    def fit(self, train: Examples | None, run_dir: str | Path | None) -> None:
+        """Audio normaliser, image mean/std and tokenizer from the training rows only (unless already known)."""
         if not self.active:
-            raise ValueError(f"data.modalities={self.modalities}: none of them has data in {self.files.get('train')}")
-        media = {s: self._media(rows[s], s) for s in rows}
-        ids = {s: self.label_ids([r.label for r in media[s][0]]) for s in media}
-        if self.num_folds and "train" in media:
-            (kept, inputs), train_ids = media["train"], ids["train"]
-            train, held = self.take_fold(train_ids)
-            for split, part in (("train", train), ("val", held)):
-                media[split] = ([kept[i] for i in part], [inputs[i] for i in part])
-                ids[split] = [train_ids[i] for i in part]
-            log.info("fold %d of %d: %d training rows, %d held out for validation", self.fold, self.num_folds,
-                     len(train), len(held))
-        if "train" in media:
-            self.count_classes(ids["train"])
-            self._fit(media["train"][1])
-        self._build_tokenizer([i.get("text") for i in media["train"][1]] if "train" in media else None, run_dir)
-        for split in SPLITS:
-            if split in splits and split in media:
-                kept, inputs = media[split]
-                self.datasets[split] = self._dataset(inputs, ids[split], [r.where for r in kept], split == "train")
-        log.info("data: %s; %d classes %s; modalities %s", {s: len(d) for s, d in self.datasets.items()},
-                 len(self.class_names), self.class_names, self.active)
-
-    def _fit(self, train: list[dict[str, Any]]) -> None:
-        """Audio normaliser and image mean/std from the training rows only (unless already known)."""
-        if "audio" in self.active and not self.audio.normalizer.fitted:
-            for item in train:
+            raise ValueError(f"data.modalities={self.modalities}: the modalities are unknown; read the training "
+                             "split or predict from a checkpoint")
+        if train is not None and "audio" in self.active and not self.audio.normalizer.fitted:
+            for item in train.inputs:
                 if item.get("audio") is not None:
                     self.audio.normalizer.update(item["audio"])
             self.audio.normalizer.finish()
         if "image" in self.active:
-            self.image.choose_normalization(self.image_normalize,
-                                            lambda: [i["image"] for i in train if i.get("image") is not None])
+            self.image.choose_normalization(self.image_normalize, (lambda: [
+                i["image"] for i in train.inputs if i.get("image") is not None]) if train is not None else None)
+        self._build_tokenizer([i.get("text") for i in train.inputs] if train is not None else None, run_dir)
 
     def _build_tokenizer(self, texts: list[str | None] | None, run_dir: str | Path | None) -> None:
         if "text" not in self.active:
@@ -235,6 +174,9 @@ class MultimodalData(ClassificationData):
             (lambda: toks.train_wordpiece_cached(present, self.tokenizer_cache_dir, vocab_size=self.vocab_size))
             if present is not None else None, run_dir)
 
+    def make_dataset(self, split: str, examples: Examples) -> MultimodalDataset:
+        return self._dataset(examples.inputs, examples.ids, [r.where for r in examples.rows], split == "train")
+
     def _dataset(self, inputs: list[dict[str, Any]], labels: list[int | None], names: list[str],
                  train: bool = False) -> MultimodalDataset:
         if "text" in self.active:  # tokenized once; a missing text becomes the empty text, masked later
@@ -244,18 +186,22 @@ class MultimodalData(ClassificationData):
                 item["text"] = (ids, item.get("text") is not None)
         return MultimodalDataset(inputs, labels, names, self.audio, self.image, train)
 
+    def describe(self) -> str:
+        return f"; modalities {self.active}"
+
     # ---- what the trainer, model and policy need ------------------------------------------
     def predict_dataset(self, source: str) -> MultimodalDataset:
         """Inputs for `predict`: a manifest file (.jsonl or .csv) with any of the modality columns."""
-        if not self.files.get("train") and self.active is None:
+        if not self.active:
             raise ValueError("data: the modalities are unknown; predict from a checkpoint")
         if source == "-" or Path(source).suffix.lower() not in MANIFEST_SUFFIXES:
             raise ValueError(f"input={source}: expected a manifest file (.jsonl or .csv) with any of the columns "
                              f"{[self.columns[m] for m in self.active]} (media paths relative to it)")
         self._build_tokenizer(None, None)
-        rows = self._read(check_file(source, "input"), "predict", labelled=False)
-        kept, inputs = self._media(rows, "predict")
-        return self._dataset(inputs, [None] * len(kept), [r.where for r in kept])
+        rows = self.read_table(check_file(source, "input"), "input", "predict", labelled=False)
+        examples = Examples(rows, [r.item for r in rows], [None] * len(rows))
+        self.apply(examples, "predict", self.load)
+        return self._dataset(examples.inputs, [None] * len(examples.rows), [r.where for r in examples.rows])
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}

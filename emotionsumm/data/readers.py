@@ -14,7 +14,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "json", "csv", "tsv")
-ON_ERROR = ("raise", "skip")
+ON_ERROR = ("raise", "skip")  # data.on_error
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "pipe": "|", "semicolon": ";", "space": " "}
 JSON_EXPECTED = "expected JSONL (one JSON object per line) or a JSON list of objects"
 
 
@@ -47,19 +48,30 @@ def read_text(path: Path) -> str:
     return decode_utf8(path.read_bytes(), str(path))
 
 
-def read_rows(path: Path, fmt: str | None = None, has_header: bool = True) -> Iterator[tuple[int, dict[Any, Any]]]:
+def read_rows(path: Path, fmt: str | None = None, has_header: bool = True,
+              delimiter: str | None = None) -> Iterator[tuple[int, dict[Any, Any]]]:
     """Yield (line number, row) pairs. Without a header, CSV/TSV rows are keyed by column index.
 
+    `delimiter` (one character, or tab/comma/pipe/semicolon/space) splits the columns of a delimited file
+    whatever its suffix (`data.delimiter`); by default CSV uses "," and TSV a tab (tab-separated: no quoting).
     A JSON list yields (item number, row). Errors name the file and line."""
+    if delimiter is not None:
+        delimiter = DELIMITER_NAMES.get(str(delimiter).lower(), str(delimiter))
+        if len(delimiter) != 1:
+            raise ValueError(f"data.delimiter={delimiter!r} must be one character (or tab, comma, pipe, semicolon, "
+                             "space)")
     fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if delimiter is not None and fmt not in ("jsonl", "json"):
+        fmt = "csv"  # any delimited text file
     if fmt not in FORMATS:
-        raise ValueError(f"{path}: unknown format {fmt!r}; allowed: {list(FORMATS)} (set data.format)")
+        raise ValueError(f"{path}: unknown format {fmt!r}; allowed: {list(FORMATS)} (set data.format, or "
+                         "data.delimiter for a delimited text file)")
     text = read_text(path)
     if fmt in ("jsonl", "json"):
         yield from _json_rows(path, text)
         return
-    delimiter = "\t" if fmt == "tsv" else ","
-    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    delimiter = delimiter or ("\t" if fmt == "tsv" else ",")
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV convention: quotes are text
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     header = next(reader, None) if has_header else None
     offset = 2 if has_header else 1
@@ -123,18 +135,11 @@ def read_lines(source: str, key: str = "input") -> list[str]:
     return lines
 
 
-def field(row: dict[Any, Any], name: Any, path: Path, lineno: int, key: str) -> Any:
-    """row[name], or a ValueError naming the file, line, missing column and config key."""
+def column(row: dict[Any, Any], name: Any, where: str, key: str) -> Any:
+    """row[name], or a ValueError naming the file and line (`where`), the missing column and config key."""
     if name not in row:
-        raise ValueError(f"{path}:{lineno}: no column {name!r} (set by {key}); columns are {list(row)}")
+        raise ValueError(f"{where}: no column {name!r} (set by {key}); columns are {list(row)}")
     return row[name]
-
-
-def check_on_error(on_error: str) -> str:
-    """`data.on_error` if allowed (raise | skip), else a ValueError naming the key."""
-    if on_error not in ON_ERROR:
-        raise ValueError(f"data.on_error={on_error!r} is not allowed; choose one of {list(ON_ERROR)}")
-    return on_error
 
 
 def text_value(value: Any) -> str | None:
@@ -153,8 +158,8 @@ def skip_or_raise(on_error: str, message: str, skipped: list[str], fix: str = "f
     skipped.append(message)
 
 
-def log_skipped(what: str, skipped: Sequence[str], total: int) -> None:
+def log_skipped(what: str, skipped: Sequence[str], total: int, noun: str = "row(s)") -> None:
     """Warn how many of `total` rows were skipped (data.on_error=skip), with the first as an example."""
     if skipped:
-        log.warning("%s: skipped %d of %d row(s) (data.on_error=skip), e.g. %s", what, len(skipped), total,
+        log.warning("%s: skipped %d of %d %s (data.on_error=skip), e.g. %s", what, len(skipped), total, noun,
                     skipped[0])

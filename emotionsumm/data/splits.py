@@ -1,7 +1,8 @@
 """Train/val/test splits and k-fold selection: random (stratified), predefined, or by group.
 
-Group splits keep every group (a speaker, a subject) inside one split, so a model is never
-tested on a person it was trained on. Everything is a pure function of the inputs and the seed.
+Group splits keep every group (a speaker, a subject) inside one split, so a model is never tested on a
+person it was trained on. Everything is a pure function of the inputs and the seed (`TableData` applies
+it to the rows of every modality).
 """
 
 from __future__ import annotations
@@ -11,16 +12,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-STRATEGIES = ("random", "predefined", "group")
+from ..config import require_choice, require_range
+
 SPLITS = ("train", "val", "test")
-
-
-def _check_ratios(ratios: Sequence[float]) -> list[float]:
-    ratios = [float(r) for r in ratios]
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-        raise ValueError(f"data.split_ratios={ratios} must be three non-negative numbers (train, val, test) "
-                         "that sum to 1")
-    return ratios
+STRATEGIES = ("files", "random", "predefined", "group")
 
 
 def _cut(items: list[Any], ratios: list[float]) -> list[list[Any]]:
@@ -35,14 +30,12 @@ def split_indices(n: int, strategy: str = "random", ratios: Sequence[float] = (0
                   predefined: Sequence[str] | None = None) -> dict[str, list[int]]:
     """Indices of rows for each of train/val/test.
 
-    `random` shuffles within each label (stratified) when labels are given; `group` assigns
-    whole groups (shuffled, then cut by ratio of groups); `predefined` reads each row's split name.
+    `random` shuffles within each label (stratified) when labels are given; `group` assigns whole groups
+    (shuffled, then cut by ratio of groups); `predefined` (or `files`) reads each row's split name.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"data.split={strategy!r} is not allowed; choose one of {list(STRATEGIES)}")
-    rng = random.Random(seed)
+    require_choice("data.split", strategy, STRATEGIES)
     out: dict[str, list[int]] = {s: [] for s in SPLITS}
-    if strategy == "predefined":
+    if strategy in ("predefined", "files"):
         if predefined is None:
             raise ValueError("data.split=predefined needs a split column (data.split_column)")
         for i, name in enumerate(predefined):
@@ -50,7 +43,11 @@ def split_indices(n: int, strategy: str = "random", ratios: Sequence[float] = (0
                 raise ValueError(f"row {i}: split {name!r} is not one of {list(SPLITS)} (data.split_column)")
             out[name].append(i)
         return out
-    ratios = _check_ratios(ratios)
+    ratios = [float(r) for r in ratios]
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        raise ValueError(f"data.split_ratios={ratios} must be three non-negative numbers (train, val, test) "
+                         "that sum to 1")
+    rng = random.Random(seed)
     if strategy == "group":
         if groups is None:
             raise ValueError("data.split=group needs a group per row (data.group_column or data.group_regex)")
@@ -59,8 +56,7 @@ def split_indices(n: int, strategy: str = "random", ratios: Sequence[float] = (0
         if len(unique) < sum(1 for r in ratios if r > 0):
             raise ValueError(f"data.split=group: {len(unique)} group(s) cannot fill {sum(r > 0 for r in ratios)} "
                              "splits; lower the number of splits or use data.split=random")
-        cuts = _cut(unique, ratios)
-        where = {g: name for name, part in zip(SPLITS, cuts) for g in part}
+        where = {g: name for name, part in zip(SPLITS, _cut(unique, ratios)) for g in part}
         for i, g in enumerate(groups):
             out[where[str(g)]].append(i)
         return out
@@ -83,10 +79,8 @@ def kfold_indices(indices: Sequence[int], num_folds: int, fold: int, seed: int =
     `labels`/`groups` are aligned with `indices`. With groups, whole groups are dealt to folds;
     otherwise each label's rows are dealt round-robin, so every fold has the class balance.
     """
-    if num_folds < 2:
-        raise ValueError(f"data.num_folds={num_folds} is out of range; allowed: >= 2")
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"data.fold={fold} is out of range; allowed: 0..{num_folds - 1}")
+    require_range("data.num_folds", num_folds, 2)
+    require_range("data.fold", fold, 0, num_folds - 1)
     rng = random.Random(seed)
     fold_of: dict[int, int] = {}
     if groups is not None:

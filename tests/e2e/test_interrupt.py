@@ -3,6 +3,7 @@ an interrupted sweep job is unfinished (not failed), submitit requeues a preempt
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -82,6 +83,7 @@ def test_signal_finishes_the_step_saves_and_resume_is_bitwise_identical(uninterr
         wa, wb = policy_weights(a, part), policy_weights(b, part)
         assert all(torch.equal(wa[k], wb[k]) for k in wa), part
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((uninterrupted / "metrics.json").read_text())
     assert scalars(run, "train/loss") == scalars(uninterrupted, "train/loss")
     assert scalars(run, "val/loss") == scalars(uninterrupted, "val/loss")
 

@@ -66,7 +66,7 @@ def test_tensorboard_gets_histograms_images_text_and_hparams(tmp_path):
 def test_kfold_replaces_validation_with_a_held_out_fold_of_train(tmp_path):
     from emotionsumm.runtime import build_data
 
-    from .conftest import make_cfg
+    from ..conftest import make_cfg
 
     sizes = []
     for fold in range(3):

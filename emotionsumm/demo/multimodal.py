@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import write_directory_once
-from .synthetic_audio import SPEAKER_F0, Prosody, synthesize_clip
-from .synthetic_image import draw_face, random_subject
+from .audio import SPEAKER_F0, Prosody, synthesize_clip
+from .image import draw_face, random_subject
+from .store import write_directory_once
 
 FUSION_EMOTIONS = {"joy": (+1, "high"), "calm": (+1, "low"), "anger": (-1, "high"), "sadness": (-1, "low")}
 _WORDS = {

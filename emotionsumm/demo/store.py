@@ -1,4 +1,4 @@
-"""Deterministic demo datasets generated on first use, so the default experiment needs no download.
+"""Where demo sets live: the `data.demo_dir` guard and one-time, atomic generation into it.
 
 Files are written atomically into a cache dir (`data.demo_dir`) and then read by the same readers as
 real data. Demo data is only ever written into, and read from, that directory: `demo_directory`
@@ -75,33 +75,6 @@ def write_directory_once(directory: str | Path, fill: Callable[[Path], None], de
     return directory
 
 
-EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
-
-_CUES = {
-    "sadness": ["lonely", "heartbroken", "gloomy", "miserable", "hopeless", "tearful", "down", "grieving"],
-    "joy": ["happy", "cheerful", "delighted", "thrilled", "glad", "joyful", "content", "excited"],
-    "love": ["affectionate", "tender", "adored", "cherished", "romantic", "caring", "devoted", "fond"],
-    "anger": ["furious", "irritated", "annoyed", "outraged", "bitter", "resentful", "enraged", "cranky"],
-    "fear": ["scared", "anxious", "terrified", "nervous", "afraid", "worried", "panicked", "uneasy"],
-    "surprise": ["amazed", "astonished", "shocked", "stunned", "startled", "speechless", "curious", "impressed"],
-}
-_OPENERS = ["i feel", "today i am", "honestly i feel", "i have been feeling", "right now i am", "i keep feeling"]
-_CONTEXT = ["after the meeting", "about my family", "at work", "when i think of the weekend", "since yesterday",
-            "about the news", "with my friends", "on the train home", "after that phone call", "about school"]
-_FILLER = ["and i do not know why", "a little", "very", "so", "kind of", "really", "again", "more than usual"]
-
-
-def _sentence(rng: random.Random, label: str, ambiguity: float) -> str:
-    cue = rng.choice(_CUES[label])
-    if rng.random() < ambiguity:  # a distractor cue from another class makes the task non-trivial
-        other = rng.choice([e for e in EMOTIONS if e != label])
-        parts = [rng.choice(_OPENERS), rng.choice(_FILLER), cue, "but also", rng.choice(_CUES[other])]
-    else:
-        parts = [rng.choice(_OPENERS), rng.choice(_FILLER), cue]
-    parts.append(rng.choice(_CONTEXT))
-    return " ".join(parts)
-
-
 def write_jsonl_splits(directory: str | Path, sizes: dict[str, int], seed: int,
                        make_row: Callable[[random.Random, str, int], dict], shuffle: bool = False) -> Path:
     """Write `<split>.jsonl` with `size` rows `make_row(rng, split, i)` for each split that is not there yet
@@ -118,18 +91,3 @@ def write_jsonl_splits(directory: str | Path, sizes: dict[str, int], seed: int,
             rng.shuffle(rows)
         atomic_write_text("\n".join(rows) + "\n", path)
     return directory
-
-
-def make_text_emotion(directory: str | Path, sizes: dict[str, int] | None = None, seed: int = 0,
-                      ambiguity: float = 0.3, label_noise: float = 0.05) -> Path:
-    """Write `train/validation/test.jsonl` (`text, label`) unless they exist; return the dir."""
-
-    def row(rng: random.Random, split: str, i: int) -> dict:
-        label = EMOTIONS[i % len(EMOTIONS)]
-        text = _sentence(rng, label, ambiguity)
-        if rng.random() < label_noise:
-            label = rng.choice(EMOTIONS)
-        return {"text": text, "label": label}
-
-    return write_jsonl_splits(directory, sizes or {"train": 2400, "validation": 300, "test": 300}, seed, row,
-                              shuffle=True)

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers, validate_config
 
-from .conftest import SHARED, TINY, make_cfg
+from ..conftest import SHARED, TINY, make_cfg
 
 README = PROJECT_ROOT / "README.md"
 # make targets that cannot run inside a test

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .synthetic import write_directory_once
+from .store import write_directory_once
 
 IMAGE_EMOTIONS = ["anger", "disgust", "fear", "happy", "neutral", "sadness", "surprise"]
 

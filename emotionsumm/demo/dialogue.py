@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from .synthetic import write_jsonl_splits
+from .store import write_jsonl_splits
 
 P1, P2 = "#Person1#", "#Person2#"
 NUMBERS = ["two", "three", "four", "five", "six"]
