@@ -226,3 +226,20 @@ def test_ddp_ranks_agree_to_stop_at_one_step_when_only_one_rank_gets_the_signal(
     assert stopped, stderr[-3000:]
     ckpt = load_checkpoint(run / "checkpoints/last.ckpt")
     assert ckpt["step"] == int(stopped.group(1)) and len(ckpt["rng"]) == 2
+
+
+def test_a_second_launcher_of_the_same_sweep_stops_at_the_job_the_first_one_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *SWEEP_JOB, "trainer.max_steps=100000", f"hydra.sweep.dir={sweep}"]
+    first = start_sweep(sweep, args)
+    try:
+        (job,) = sweep.glob("0-*")
+        config = (job / ".hydra/config.yaml").read_text()
+        second = cli("train", *args)
+        assert second.returncode == 1
+        assert f"run dir {job} is in use by another process (PID {first.pid})" in second.stderr
+        assert not (job / "error.txt").exists() and first.poll() is None
+        assert (job / ".hydra/config.yaml").read_text() == config
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
