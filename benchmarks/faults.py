@@ -122,8 +122,8 @@ def main() -> None:
     if code != 0:
         sys.exit(f"the uninterrupted run failed (exit {code}); see {reference_dir / 'train.log'}")
     reference = final_state(reference_dir)
-    print(f"uninterrupted run: {train_seconds:.1f} s of training, step {reference['ckpt']['step']}; signals are "
-          "sent at a uniformly random moment of that")
+    print(f"uninterrupted run: {train_seconds:.1f} s from the start of training to the exit, step "
+          f"{reference['ckpt']['step']}; signals are sent at a uniformly random moment of its first 80 %")
 
     plan = ([signal.SIGKILL] * args.kills + [signal.SIGTERM] * args.terms + [signal.SIGINT] * args.ints)
     rng.shuffle(plan)
@@ -134,7 +134,7 @@ def main() -> None:
         run_dir = root / f"trial{i:02d}"
         every = 1 if signum == signal.SIGKILL and i % 2 == 0 else 10
         extra = [f"trainer.checkpoint_every_n_steps={every}"]
-        delay = rng.uniform(0.0, train_seconds)
+        delay = rng.uniform(0.0, 0.8 * train_seconds)  # the measured span ends at the process exit, after training
         code, stop_s = interrupt(run_dir, signum, delay, extra)
         bad, leftovers = check_checkpoints(run_dir)
         during_save += bool(leftovers)
