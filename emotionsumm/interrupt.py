@@ -130,10 +130,10 @@ class StopRequest:
                     f"{saved} holds step {step}" if saved else "checkpoints are off, nothing was saved",
                     resume_hint(run_dir))
         if main:
-            self.chain_requeue()
+            self._chain_requeue()
         raise Interrupted(signum, step)
 
-    def chain_requeue(self) -> None:
+    def _chain_requeue(self) -> None:
         """After the save: hand a submitit preemption signal to submitit, which requeues the job."""
         handler: Callable[[int, FrameType | None], Any] | None = self._previous.get(self.signum or -1)
         if self.signum is not None and self.signum == self._preempt and callable(handler):

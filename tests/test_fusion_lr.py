@@ -84,3 +84,10 @@ def test_unknown_part_and_bad_encoder_lr_are_errors_that_name_them():
             "text": {"vocab_size": 50, "pad_token_id": 0}, "audio": {"n_mels": 8}, "image": {"in_channels": 1}}})
     with pytest.raises(Exception, match=r"model.encoders.text.lr=-0.001 is out of range"):  # via hydra's wrapper
         optimizer_lrs([*small, "model.encoders.text.lr=-1e-3"], DEMO_KWARGS)
+
+
+def test_meld_minilm_experiment_composes_the_pretrained_encoder_with_its_lr_and_tokenizer():
+    cfg = make_cfg(Path("unused"), ["experiment=emotion_fusion_meld_minilm"])
+    text = cfg.model.encoders.text
+    assert text.pretrained.endswith("all-MiniLM-L6-v2") and text.lr == 5e-5 and cfg.optimizer.lr == 1e-3
+    assert cfg.data.text.tokenizer == text.pretrained and cfg.trainer.monitor == "val/weighted_f1"
