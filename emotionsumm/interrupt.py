@@ -111,17 +111,6 @@ class StopRequest:
         bad, signum = flags.tolist()
         return bool(bad), int(signum)
 
-    def agreed_signal(self, device: torch.device) -> int | None:
-        """The stop signal of any rank (one all-reduce under DDP), None if no rank got one."""
-        import torch
-
-        from . import distributed as dist
-
-        signum = torch.tensor(float(self.signum or 0), device=device)
-        if dist.is_distributed():
-            torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
-        return int(signum) or None
-
     def exit_after_save(self, signum: int, step: int, saved: Path | None, run_dir: Path, main: bool) -> None:
         """Say which signal stopped the run where, and how to resume; requeue under submitit; exit 128 + signal."""
         at = self.signal_step

@@ -140,7 +140,7 @@ class Trainer:
             finally:
                 bar.close()
             if self.interrupted is None:  # a signal that arrived after the last optimizer step
-                self.interrupted = self.stop.agreed_signal(self.device)
+                self.interrupted = self.stop.agree(torch.zeros((), dtype=torch.bool, device=self.device))[1] or None
             if self.interrupted is not None:
                 self._stop_interrupted()
             return self._finish(data)
