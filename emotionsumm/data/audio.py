@@ -6,7 +6,9 @@ normaliser is fitted on the training split only and travels in the checkpoint. U
 files raise an error naming them (and their labels line), or are skipped and counted with
 `on_error=skip`. With `cache_features`, the full-length un-augmented log-mels are computed once into a
 cache keyed by the feature config and held in memory; crops and augmentation still happen per example,
-so training stays random.
+so training stays random. With `features.kind=waveform` (what `model=audio_ssl` selects) examples are raw
+waveforms for a self-supervised speech encoder instead (see audio_waveform.py): normalised per clip (no
+training statistics), cached as full-length waveforms, batched with their `lengths` before zero padding.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..config import require_choice
-from .audio_features import AudioPipeline, AudioReadError, FeatureCache, probe_audio
+from .audio_features import AudioPipeline, AudioReadError, FeatureCache, WaveformPipeline, probe_audio
 from .readers import check_file, column, read_lines
 from .table import Examples, Row, TableData, TableDataset
 
@@ -38,9 +41,10 @@ def ravdess_row(path: Path) -> Row:
 
 
 class AudioDataset(TableDataset):
-    """Clips as pipeline inputs: cached full-length log-mels (`features`), or `paths` decoded anew per item."""
+    """Clips as pipeline inputs: cached full-length log-mels or waveforms (`features`), or `paths` decoded
+    anew per item. A waveform example also carries its `length` before zero padding."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None, pipeline: AudioPipeline,
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None, pipeline: AudioPipeline | WaveformPipeline,
                  train: bool = False, features: Sequence[torch.Tensor] | None = None,
                  names: Sequence[str] | None = None) -> None:
         super().__init__(features if features is not None else paths, labels,
@@ -50,6 +54,9 @@ class AudioDataset(TableDataset):
 
     def transform(self, value: Path | torch.Tensor, train: bool) -> dict[str, Any]:
         raw = value if isinstance(value, torch.Tensor) else self.pipeline.extract(value)
+        if isinstance(self.pipeline, WaveformPipeline):
+            wave, length = self.pipeline.transform_clip(raw, train)
+            return {"features": wave, "length": length}
         return {"features": self.pipeline.transform(raw, train)}
 
 
@@ -61,7 +68,7 @@ class AudioClassificationData(TableData):
     `group_column` (speaker) and `split_column`; `layout=ravdess` finds every WAV/FLAC under root and reads
     emotion and actor from the name. `split=random|predefined|group|files` (`speaker_independent` = group),
     `val_groups`/`test_groups`, k-fold, `on_error`: see TableData. `features`/`augment` configure the
-    AudioPipeline.
+    AudioPipeline (`features.kind`: logmel for the CNNs, waveform for self-supervised speech encoders).
     """
 
     load_errors = (AudioReadError,)
@@ -124,7 +131,8 @@ class AudioClassificationData(TableData):
         return not self.pipeline.normalizer.fitted
 
     def fit(self, train: Examples | None, run_dir: str | Path | None) -> None:
-        """Per-mel-bin statistics of the training split's full-length log-mels (nothing else)."""
+        """Per-mel-bin statistics of the training split's full-length log-mels (nothing else; waveforms are
+        normalised per clip, so their normaliser is fitted from the start)."""
         normalizer = self.pipeline.normalizer
         if train is None or normalizer.fitted:
             return
@@ -156,8 +164,15 @@ class AudioClassificationData(TableData):
         return AudioDataset(paths, None, self.pipeline, train=False)
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Stack the fixed-size features into [B, 1, n_mels, frames]."""
-        batch = {"features": torch.stack([ex["features"] for ex in examples])}
+        """Stack the features into [B, 1, n_mels, frames]; waveforms ([B, 1, 1, samples]) are zero-padded to the
+        longest and come with their `lengths` (samples before padding)."""
+        if "length" in examples[0]:
+            longest = max(ex["features"].shape[-1] for ex in examples)
+            batch = {"features": torch.stack([nn.functional.pad(ex["features"], (0, longest - ex["features"].shape[-1]))
+                                              for ex in examples]),
+                     "lengths": torch.tensor([ex["length"] for ex in examples], dtype=torch.long)}
+        else:
+            batch = {"features": torch.stack([ex["features"] for ex in examples])}
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
         return batch

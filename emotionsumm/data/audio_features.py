@@ -6,12 +6,15 @@ un-augmented log-mel (what the feature cache stores); `transform` crops or pads 
 configured duration (random crop in training, centre crop otherwise), applies the training-only
 augmentations and the normaliser. Gain and additive noise act on the mel power (so they work on
 cached features too); SpecAugment masks the normalised features with 0, the training mean.
+
+`AudioPipeline(kind=waveform, …)` builds the raw-waveform pipeline of self-supervised speech encoders
+instead (`audio_waveform.WaveformPipeline`, same interface), so every data object that builds an
+AudioPipeline from its `features` config takes both; each kind ignores the other kind's keys.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,96 +23,27 @@ from typing import Any
 import torch
 import torchaudio
 
-from ..config import require_range
+from ..config import require_choice, require_range
+from .audio_clips import (
+    AudioReadError,
+    ClipReader,
+    check_clip_settings,
+    config_key,
+    probe_audio,
+    read_audio,
+    window_start,
+)
+from .audio_waveform import WAVEFORM_SETTINGS, WaveformPipeline
+
+__all__ = ["AudioPipeline", "AudioReadError", "FeatureCache", "LOG_FLOOR", "Normalizer", "WaveformPipeline",
+           "probe_audio", "read_audio"]
 
 LOG_FLOOR = 1e-6  # added to the mel power before the log; log(LOG_FLOOR) is the value of silence
 CACHE_VERSION = 1  # bump when `extract` changes, so old cached features are not reused
-
-
-class AudioReadError(ValueError):
-    """An audio file is missing, corrupt, empty or unreadable (the message names the file)."""
-
-
-def _reason(exc: Exception) -> str:
-    """libsndfile's own words (e.g. "Format not recognised.") without repeating the path."""
-    return str(getattr(exc, "error_string", None) or exc)
-
-
-def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
-    """(mono waveform [samples], sample rate) read with soundfile; channels are averaged."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise AudioReadError(f"{path}: audio file not found")
-    try:
-        with sf.SoundFile(str(path)) as fh:
-            expected, rate = fh.frames, fh.samplerate
-            samples = fh.read(dtype="float32", always_2d=True)
-    except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile's errors are RuntimeErrors
-        raise AudioReadError(f"{path}: cannot read audio ({_reason(exc)})") from None
-    if samples.shape[0] == 0:
-        raise AudioReadError(f"{path}: audio file has no samples")
-    if samples.shape[0] < expected:
-        raise AudioReadError(truncated(path, expected, samples.shape[0]))
-    check_wav_length(path)
-    wave = torch.from_numpy(samples).mean(dim=1)
-    if not torch.isfinite(wave).all():
-        raise AudioReadError(f"{path}: audio has NaN or infinite samples")
-    return wave, int(rate)
-
-
-def probe_audio(path: str | Path) -> None:
-    """Check cheaply (header, WAV data length, last frame of a compressed file) that a file is complete,
-    readable audio with samples."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise AudioReadError(f"{path}: audio file not found")
-    tail = False
-    try:
-        with sf.SoundFile(str(path)) as fh:
-            frames = fh.frames
-            tail = bool(frames) and fh.format != "WAV"
-            if tail:  # a cut compressed stream (FLAC, …) fails to seek to its last frame
-                fh.seek(frames - 1)
-                fh.read(1)
-    except (RuntimeError, OSError, ValueError, TypeError) as exc:
-        hint = "; is the file truncated? re-download or re-export it" if tail else ""
-        raise AudioReadError(f"{path}: cannot read audio ({_reason(exc)}){hint}") from None
-    if frames == 0:
-        raise AudioReadError(f"{path}: audio file has no samples")
-    check_wav_length(path)
-
-
-def truncated(path: Path, declared: int, present: int) -> str:
-    """The message for a file with fewer frames than its header declares."""
-    return (f"{path}: audio file is truncated: its header declares {declared} frames but only {present} are in "
-            "the file (an interrupted download or copy?); re-download or re-export it")
-
-
-def check_wav_length(path: Path) -> None:
-    """A WAV whose data chunk is shorter than its header declares raises AudioReadError (libsndfile would
-    silently read the shorter length). Other formats and streamed WAVs (size 0 or 0xFFFFFFFF) pass."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(12)
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return
-        pos, block = 12, 0
-        while pos + 8 <= size:
-            fh.seek(pos)
-            chunk = fh.read(24)
-            name, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
-            if name == b"fmt " and len(chunk) >= 22:
-                block = int.from_bytes(chunk[20:22], "little")  # bytes per frame (all channels)
-            elif name == b"data":
-                present = size - pos - 8
-                if length not in (0, 0xFFFFFFFF) and length > present and block:
-                    raise AudioReadError(truncated(path, length // block, present // block))
-                return
-            pos += 8 + length + (length & 1)
+KINDS = ("logmel", "waveform")
+# the keys only the log-mel pipeline takes (a waveform pipeline built from the same config ignores them)
+LOGMEL_SETTINGS = ("n_mels", "n_fft", "win_length", "hop_length", "f_min", "f_max", "freq_masks", "freq_mask_width",
+                   "time_masks", "time_mask_width")
 
 
 class Normalizer:
@@ -151,30 +85,40 @@ class Normalizer:
 class AudioPipeline:
     """Turns an audio file into a normalised (and, in training, augmented) [1, n_mels, frames] tensor.
 
-    Features: `sample_rate`, `duration` (seconds; clips are cropped or padded to it), `n_mels`,
-    `n_fft`, `win_length`, `hop_length` (samples), `f_min`, `f_max`. Augmentation (training only):
-    `freq_masks`/`freq_mask_width` and `time_masks`/`time_mask_width` (SpecAugment; widths are
-    drawn from 0..width), `gain_db` (uniform in ±gain_db), `noise_snr_db` ([low, high]: white noise
-    at a uniform SNR, with probability `noise_prob`). `normalizer` is the checkpoint's statistics.
+    Features: `kind` (logmel; `waveform` builds a WaveformPipeline), `sample_rate`, `duration` (seconds;
+    clips are cropped or padded to it), `n_mels`, `n_fft`, `win_length`, `hop_length` (samples), `f_min`,
+    `f_max`. Augmentation (training only): `freq_masks`/`freq_mask_width` and `time_masks`/`time_mask_width`
+    (SpecAugment; widths are drawn from 0..width), `gain_db` (uniform in ±gain_db), `noise_snr_db`
+    ([low, high]: white noise at a uniform SNR, with probability `noise_prob`). `normalizer` is the
+    checkpoint's statistics.
     """
 
-    def __init__(self, sample_rate: int = 16000, duration: float = 2.0, n_mels: int = 64, n_fft: int = 512,
-                 win_length: int | None = 400, hop_length: int = 160, f_min: float = 20.0,
+    kind = "logmel"
+
+    def __new__(cls, kind: str = "logmel", **settings: Any) -> Any:
+        """A log-mel pipeline, or for `kind=waveform` a WaveformPipeline from the settings it takes."""
+        require_choice("data.features.kind", kind, KINDS)
+        if kind == "waveform":
+            return WaveformPipeline(**{k: v for k, v in settings.items() if k not in LOGMEL_SETTINGS})
+        return super().__new__(cls)
+
+    def __init__(self, kind: str = "logmel", sample_rate: int = 16000, duration: float = 2.0, n_mels: int = 64,
+                 n_fft: int = 512, win_length: int | None = 400, hop_length: int = 160, f_min: float = 20.0,
                  f_max: float | None = None, freq_masks: int = 2, freq_mask_width: int = 8, time_masks: int = 2,
                  time_mask_width: int = 20, gain_db: float = 0.0, noise_snr_db: Sequence[float] | None = None,
-                 noise_prob: float = 0.5, normalizer: dict[str, torch.Tensor] | None = None) -> None:
-        checks = {"features.sample_rate": (sample_rate, 1000), "features.n_mels": (n_mels, 2),
-                  "features.n_fft": (n_fft, 16), "features.hop_length": (hop_length, 1),
+                 noise_prob: float = 0.5, normalizer: dict[str, torch.Tensor] | None = None,
+                 **waveform_settings: Any) -> None:
+        unknown = sorted(set(waveform_settings) - set(WAVEFORM_SETTINGS))
+        if unknown:
+            raise TypeError(f"data.features / data.augment: unknown audio setting(s) {unknown}")
+        check_clip_settings(sample_rate, duration, gain_db, noise_snr_db)
+        checks = {"features.n_mels": (n_mels, 2), "features.n_fft": (n_fft, 16), "features.hop_length": (hop_length, 1),
                   "augment.freq_masks": (freq_masks, 0), "augment.time_masks": (time_masks, 0),
-                  "augment.freq_mask_width": (freq_mask_width, 0), "augment.time_mask_width": (time_mask_width, 0),
-                  "augment.gain_db": (gain_db, 0)}
+                  "augment.freq_mask_width": (freq_mask_width, 0), "augment.time_mask_width": (time_mask_width, 0)}
         for key, (value, low) in checks.items():
             require_range(f"data.{key}", value, low)
-        require_range("data.features.duration", duration, 0, low_open=True, note="(seconds)")
         if win_length is not None:
             require_range("data.features.win_length", win_length, 1, n_fft, note=f"(n_fft={n_fft})")
-        if noise_snr_db is not None and (len(noise_snr_db) != 2 or noise_snr_db[0] > noise_snr_db[1]):
-            raise ValueError(f"data.augment.noise_snr_db={list(noise_snr_db)} must be [low, high] in dB, or null")
         self.sample_rate, self.duration, self.n_mels = int(sample_rate), float(duration), int(n_mels)
         self.n_fft, self.win_length, self.hop_length = int(n_fft), win_length or int(n_fft), int(hop_length)
         self.f_min, self.f_max = float(f_min), float(f_max) if f_max is not None else sample_rate / 2
@@ -187,7 +131,7 @@ class AudioPipeline:
             f_min=self.f_min, f_max=self.f_max, n_mels=self.n_mels, power=2.0)
         profile = self.mel.mel_scale.fb.sum(dim=0)  # white noise's mel power per bin, up to a constant
         self._noise_profile = profile / profile.mean()
-        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
+        self.read = ClipReader(self.sample_rate)
         self.normalizer = Normalizer(**normalizer) if normalizer else Normalizer()
 
     # ---- un-augmented, full-length features (what the cache stores) --------------------------
@@ -198,16 +142,11 @@ class AudioPipeline:
                 "f_min": self.f_min, "f_max": self.f_max, "log_floor": LOG_FLOOR}
 
     def feature_key(self) -> str:
-        return hashlib.sha1(json.dumps(self.feature_config(), sort_keys=True).encode()).hexdigest()[:16]
+        return config_key(self.feature_config())
 
     def load(self, path: str | Path) -> torch.Tensor:
         """Mono waveform at `sample_rate` (resampled when the file has another rate)."""
-        wave, rate = read_audio(path)
-        if rate != self.sample_rate:
-            if rate not in self._resamplers:
-                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
-            wave = self._resamplers[rate](wave)
-        return wave
+        return self.read(path)
 
     def logmel(self, wave: torch.Tensor) -> torch.Tensor:
         """[n_mels, frames] natural-log mel power; a clip shorter than one window is zero-padded to it."""
@@ -226,8 +165,7 @@ class AudioPipeline:
         are padded at the end with silence."""
         frames = features.shape[1]
         if frames > self.num_frames:
-            extra = frames - self.num_frames
-            start = int(torch.randint(0, extra + 1, ())) if train else extra // 2
+            start = window_start(frames, self.num_frames, train)
             return features[:, start:start + self.num_frames]
         if frames < self.num_frames:
             return torch.nn.functional.pad(features, (0, self.num_frames - frames), value=math.log(LOG_FLOOR))
@@ -277,13 +215,14 @@ class AudioPipeline:
 
 
 class FeatureCache:
-    """Full-length, un-augmented log-mels on disk: `<directory>/<feature key>/<file key>.pt`.
+    """Full-length, un-augmented log-mels (or a WaveformPipeline's waveforms) on disk:
+    `<directory>/<feature key>/<file key>.pt`.
 
     The feature key hashes the feature config; the file key hashes the file's resolved path, size
     and modification time, so an edited file is recomputed. Writes are atomic.
     """
 
-    def __init__(self, directory: str | Path, pipeline: AudioPipeline) -> None:
+    def __init__(self, directory: str | Path, pipeline: AudioPipeline | WaveformPipeline) -> None:
         self.pipeline = pipeline
         self.directory = Path(directory).expanduser() / pipeline.feature_key()
         self.hits = self.misses = 0

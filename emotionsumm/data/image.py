@@ -51,20 +51,24 @@ class ImageClassificationData(TableData):
     (capped at `image_size`), raise an error naming the file, or with `on_error=skip` are left out and
     counted. With `demo`, the demo faces are generated into `demo_dir`, and `root` must lie there.
     The split is computed on the full file list (before skipping), so it is the same whichever splits are
-    read. Normalisation statistics (computed on the training split unless `normalize=imagenet|none` or
-    given as `mean`/`std`) are part of `state_dict()`, hence of the checkpoint.
+    read. Normalisation statistics (computed on the training split unless `normalize=imagenet|processor|none`
+    or given as `mean`/`std`) are part of `state_dict()`, hence of the checkpoint. `processor` is a
+    pretrained model's directory (or hub name) whose Hugging Face image processor gives the size for
+    `image_size=processor` and the statistics for `normalize=processor`; the shipped data configs take
+    channels, image_size, normalize and processor from the model config's `preprocessing` block when it
+    has one (model=image_hf, image_resnet18), and an explicit data.<key> override wins.
     """
 
     load_errors = (ValueError,)  # ImageReadError, or malformed FER2013 pixels
     noun = "image(s)"
 
     def __init__(self, root: str | None = None, layout: str = "folders", split: str = "random",
-                 group_regex: str | None = None, channels: int = 1, image_size: int | Sequence[int] = 48,
+                 group_regex: str | None = None, channels: int = 1, image_size: int | Sequence[int] | str = 48,
                  augment: Mapping[str, Any] | None = None, normalize: str = "train",
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, equalize: bool = False,
                  min_image_size: int = 8, preload: bool = True, label_column: str = "emotion",
-                 pixels_column: str = "pixels", split_column: str = "Usage", state: dict[str, Any] | None = None,
-                 **common: Any) -> None:
+                 pixels_column: str = "pixels", split_column: str = "Usage", processor: str | None = None,
+                 state: dict[str, Any] | None = None, **common: Any) -> None:
         require_choice("data.layout", layout, LAYOUTS)
         require_choice("data.normalize", normalize, NORMALIZE)
         super().__init__(split=split, group_regex=group_regex, label_column=label_column, split_column=split_column,
@@ -74,7 +78,7 @@ class ImageClassificationData(TableData):
         self.load_fix = "fix the row" if layout == "fer2013_csv" else self.load_fix
         state = state or {}
         self.pipeline = ImagePipeline(channels, image_size, augment, state.get("mean", mean), state.get("std", std),
-                                      equalize, min_image_size)
+                                      equalize, min_image_size, processor)
 
     # ---- rows ---------------------------------------------------------------------------------
     def table_source(self) -> tuple[str | Path | None, str]:
@@ -137,7 +141,9 @@ class ImageClassificationData(TableData):
                             train=split == "train")
 
     def describe(self) -> str:
-        return f"; normalisation mean={self.pipeline.mean} std={self.pipeline.std}"
+        size = "x".join(map(str, self.pipeline.size))
+        return (f"; {self.pipeline.channels} channel(s) at {size}, normalisation mean={self.pipeline.mean} "
+                f"std={self.pipeline.std}")
 
     # ---- what the trainer, model and policy need ----------------------------------------------
     def predict_dataset(self, source: str) -> ImageDataset:

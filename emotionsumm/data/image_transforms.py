@@ -4,6 +4,8 @@
 accepted), resizes, augments in training only (torchvision v2, torch's global RNG, so a seeded run is
 reproducible) and normalises with a per-channel mean/std. The classification data and the
 multimodal data both use it, so an image is treated the same whatever dataset it comes from.
+A pretrained backbone's own input (size, mean/std) can come from its Hugging Face image processor
+(`processor`, with `image_size=processor` and `normalize=processor`; see image_processor.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torchvision.transforms import v2
 
 from ..config import require_choice, require_range
 
-NORMALIZE = ("train", "imagenet", "none")
+NORMALIZE = ("train", "imagenet", "processor", "none")
 # the statistics torchvision's ImageNet weights were trained with (per RGB channel)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,11 +43,19 @@ def pair(size: int | Sequence[int], key: str = "data.image_size") -> tuple[int, 
     return hw
 
 
+def stats_for_channels(mean: Sequence[float], std: Sequence[float], channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel statistics for `channels`: as given when the counts match, one value repeated, or the
+    average of RGB statistics for a grey (1-channel) input."""
+    if len(mean) == channels:
+        return [float(m) for m in mean], [float(s) for s in std]
+    if len(mean) == 1:
+        return [float(mean[0])] * channels, [float(std[0])] * channels
+    return [float(np.mean(mean))], [float(np.mean(std))]
+
+
 def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
     """ImageNet mean/std for 3 channels, or their average for a grey (1-channel) input."""
-    if channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    return [float(np.mean(IMAGENET_MEAN))], [float(np.mean(IMAGENET_STD))]
+    return stats_for_channels(IMAGENET_MEAN, IMAGENET_STD, channels)
 
 
 def build_augmentation(size: tuple[int, int], augment: Mapping[str, Any] | None) -> v2.Transform | None:
@@ -90,20 +100,24 @@ class ImagePipeline:
     `load`/`from_array` give the deterministic uint8 image (what a dataset may keep in memory);
     calling the pipeline on it (or on a path) gives the model's input. `mean`/`std` are set by
     `fit_normalization` on the training images, or given (e.g. the pretrained weights' own).
+    `processor` (a directory or hub name with a Hugging Face image processor) gives the size for
+    `image_size="processor"` and the statistics for `normalize="processor"`.
     `equalize` (histogram equalisation, per image and channel) evens out skin tone, lighting and camera
     contrast between subjects, a classic step of facial-expression pipelines.
     An image whose height or width is below `min_size` pixels (capped at `image_size`; 0 = no check) is
     a broken export or a thumbnail, not a face: it raises ImageReadError instead of being upscaled.
     """
 
-    def __init__(self, channels: int = 1, image_size: int | Sequence[int] = 48,
+    def __init__(self, channels: int = 1, image_size: int | Sequence[int] | str = 48,
                  augment: Mapping[str, Any] | None = None, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, equalize: bool = False, min_size: int = 8) -> None:
+                 std: Sequence[float] | None = None, equalize: bool = False, min_size: int = 8,
+                 processor: str | None = None) -> None:
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels} is not allowed; choose 1 (grey) or 3 (RGB)")
         require_range("data.min_image_size", min_size, 0, note="(0 = no check)")
         self.channels = channels
-        self.size = pair(image_size)
+        self.processor = processor
+        self.size = self.processor_input("data.image_size").size if image_size == "processor" else pair(image_size)
         self.min_size = min(int(min_size), *self.size)
         self.augmentation = build_augmentation(self.size, augment)
         self.equalize = equalize
@@ -165,6 +179,16 @@ class ImagePipeline:
             tensor = v2.functional.resize(tensor, list(self.size), antialias=True)
         return v2.functional.equalize(tensor) if self.equalize else tensor
 
+    def processor_input(self, needed_by: str) -> Any:
+        """The pretrained image processor's input (size, mean/std); `needed_by` names the key that asked."""
+        from .image_processor import processor_input
+
+        if not self.processor:
+            raise ValueError(f"{needed_by}=processor needs data.processor: a model directory (or hub name) with "
+                             "a Hugging Face image processor; model=image_hf takes it from model.pretrained: set "
+                             "model.pretrained=<dir saved with save_pretrained>")
+        return processor_input(self.processor)
+
     # ---- normalisation -----------------------------------------------------------------------
     def set_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
         mean_l = [float(m) for m in (mean or [])]
@@ -176,12 +200,18 @@ class ImagePipeline:
 
     def choose_normalization(self, mode: str, train_images: Callable[[], Iterable[Any]] | None) -> None:
         """Statistics for `data.normalize`: `train` (computed on the training images), `imagenet`
-        (the pretrained weights' own) or `none`. Statistics already set (given, or from a checkpoint) win."""
+        (torchvision's ImageNet weights' own), `processor` (a pretrained image processor's image_mean/std)
+        or `none`. Statistics already set (given, or from a checkpoint) win."""
         require_choice("data.normalize", mode, NORMALIZE)
         if self.mean is not None or mode == "none":
             return
         if mode == "imagenet":
             self.set_normalization(*imagenet_stats(self.channels))
+            return
+        if mode == "processor":
+            wanted = self.processor_input("data.normalize")
+            if wanted.mean is not None:  # a processor that does not normalise: neither do we
+                self.set_normalization(*stats_for_channels(wanted.mean, wanted.std, self.channels))
             return
         if train_images is None:
             raise ValueError("data.normalize=train needs the training split (or statistics from a checkpoint)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -23,14 +24,22 @@ def top_layers_to_train(schedule: dict[Any, int] | None, epoch: int, frozen: boo
 
 
 def set_trainable(embeddings: nn.Module | None, layers: nn.ModuleList, others: list[nn.Module],
-                  top: int | None) -> bool:
-    """Make the top `top` layers trainable (all when None); return True if anything changed."""
-    before = [p.requires_grad for m in [embeddings, layers, *others] if m is not None for p in m.parameters()]
+                  top: int | None, frozen: Sequence[nn.Module] = ()) -> bool:
+    """Make the top `top` layers trainable (all when None); return True if anything changed.
+
+    `others` train only when everything does; one of them may hold `layers` (e.g. the whole backbone, so
+    that parameters outside any submodule follow too): the layers' own setting is applied after it.
+    `frozen` modules (e.g. a speech model's CNN feature encoder) stay frozen whatever the schedule.
+    """
+    modules = [m for m in [embeddings, layers, *others, *frozen] if m is not None]
+    before = [p.requires_grad for m in modules for p in m.parameters()]
     train_all = top is None
     for module in [embeddings, *others]:
         if module is not None:
             module.requires_grad_(train_all)
     for i, layer in enumerate(layers):
         layer.requires_grad_(train_all or i >= len(layers) - top)
-    after = [p.requires_grad for m in [embeddings, layers, *others] if m is not None for p in m.parameters()]
+    for module in frozen:
+        module.requires_grad_(False)
+    after = [p.requires_grad for m in modules for p in m.parameters()]
     return before != after

@@ -180,6 +180,19 @@ def test_sentence_pairs_from_headerless_tsv(tmp_path):
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
+def pretrained_stand_in(experiment: str, tmp_path: Path) -> list[str]:
+    """Experiments for a user's local pretrained encoder get a tiny random one saved in tmp_path."""
+    if experiment == "emotion_audio_ssl":
+        from ..test_audio_ssl import save_tiny_ssl
+
+        return [f"model.pretrained={save_tiny_ssl(tmp_path / 'ssl')}"]
+    if experiment == "emotion_image_hf":
+        from ..test_image_hf import save_tiny_vit
+
+        return [f"model.pretrained={save_tiny_vit(tmp_path / 'vit')}"]
+    return []
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_of_every_experiment(tmp_path, experiment):
     cfg_text = (Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml").read_text()
@@ -187,7 +200,8 @@ def test_fast_dev_run_of_every_experiment(tmp_path, experiment):
         pytest.skip(f"{experiment} needs real data in {SHARED}")
     from emotionsumm.train import train
 
-    metrics = train(make_cfg(tmp_path, [f"experiment={experiment}", "debug=fast"]))
+    metrics = train(make_cfg(tmp_path, [f"experiment={experiment}", "debug=fast",
+                                        *pretrained_stand_in(experiment, tmp_path)]))
     assert metrics["step"] == 1 and ("test/acc" in metrics or "test/rougeL" in metrics)
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("*.ckpt"))
 
