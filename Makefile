@@ -7,8 +7,9 @@ ARGS   ?=
 NPROC  ?= 2
 DIR    ?= outputs
 K      ?= 5
+GLUE_TASKS ?= glue_cola,glue_sst2,glue_mrpc,glue_qqp,glue_stsb,glue_mnli,glue_qnli,glue_rte,glue_wnli
 
-.PHONY: help setup train train-ddp sweep cv report test test-fast lint tensorboard clean
+.PHONY: help setup train train-ddp sweep cv glue report test test-fast lint tensorboard clean
 
 help:
 	@echo "make train [ARGS='trainer.max_epochs=2 ...']   train the default experiment (sets up .venv first)"
@@ -17,6 +18,7 @@ help:
 	@echo "make train-ddp NPROC=2 [ARGS=...]               DDP on one machine with torchrun"
 	@echo "make sweep ARGS='optimizer.lr=1e-4,3e-4 seed=0,1,2'  Hydra multirun (resumable; report.md at the end)"
 	@echo "make cv K=5 [ARGS=...]                          k-fold cross-validation: all folds, mean +- std"
+	@echo "make glue [ARGS='model=text_minilm']            the nine GLUE tasks (paths.glue_dir); report.md: the GLUE table"
 	@echo "make report DIR=<run or sweep dir>              report.md, report.csv and PNG plots in DIR"
 	@echo "make setup | lint | tensorboard [DIR=outputs] | clean"
 
@@ -42,6 +44,11 @@ sweep: $(STAMP)
 # every fold of a K-fold split of the training data; the sweep report aggregates them (mean +- std)
 cv: $(STAMP)
 	$(PY) -m emotionsumm.train --multirun data.num_folds=$(K) 'data.fold=range(0,$(K))' $(ARGS)
+
+# the GLUE tasks as one multirun (GLUE_TASKS, from paths.glue_dir; data.demo=true: generated files); the sweep
+# report gives each task's official metrics and the GLUE average
+glue: $(STAMP)
+	$(PY) -m emotionsumm.train --multirun experiment=glue data=$(GLUE_TASKS) $(ARGS)
 
 report: $(STAMP)
 	$(PY) -m emotionsumm.report $(DIR)

@@ -1,7 +1,8 @@
-"""Classification metrics computed from a confusion matrix.
+"""Classification metrics computed from a confusion matrix; regression metrics from predicted scores.
 
 A confusion matrix is additive, so summing it across batches and DDP ranks and deriving the
-metrics afterwards gives exactly the metrics of the whole split.
+metrics afterwards gives exactly the metrics of the whole split. Correlations need every prediction,
+so a regression evaluation gathers them instead.
 """
 
 from __future__ import annotations
@@ -87,3 +88,57 @@ def collapse_warning(cm: torch.Tensor, class_names: list[str], margin: float = 0
             "Usual causes: a learning rate too high for a pretrained encoder (lower optimizer.lr or set "
             "group_lr for the encoder), or class imbalance (policy.class_weights=auto, "
             "data.balanced_sampling=true).")
+
+
+# ---- the GLUE-style metrics: from a confusion matrix (additive), or from gathered predictions -----------------
+def matthews_corrcoef(cm: torch.Tensor) -> float:
+    """Matthews correlation from a [true, predicted] confusion matrix (Gorodkin's R_K for more than two
+    classes, the binary MCC for two); 0 when it is undefined (one true or one predicted class), as
+    scikit-learn does."""
+    cm = cm.double()
+    true, predicted, correct, total = cm.sum(1), cm.sum(0), cm.trace(), cm.sum()
+    covariance = correct * total - (true * predicted).sum()
+    spread = (total * total - (predicted * predicted).sum()) * (total * total - (true * true).sum())
+    return float(covariance / spread.sqrt()) if spread > 0 else 0.0
+
+
+def positive_f1(cm: torch.Tensor, positive: int = 1) -> float:
+    """F1 of the class `positive` (GLUE's F1 for MRPC and QQP: class 1 = paraphrase / duplicate)."""
+    cm = cm.double()
+    tp = cm[positive, positive]
+    denominator = cm[positive].sum() + cm[:, positive].sum()
+    return float(2 * tp / denominator) if denominator > 0 else 0.0
+
+
+# extra metrics of a confusion matrix that a task may ask for (`score_metrics`); not computed otherwise
+CONFUSION_METRICS = {"mcc": matthews_corrcoef, "f1": positive_f1}
+
+
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks with ties given their average rank (what Spearman's correlation ranks by)."""
+    _, inverse, counts = torch.unique(values.double(), sorted=True, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()
+    return ((last - counts + 1 + last) / 2)[inverse]
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson's correlation; 0 when either side is constant (undefined), so a monitor never sees NaN."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    spread = (x.square().sum() * y.square().sum()).sqrt()
+    return float((x * y).sum() / spread) if spread > 0 else 0.0
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman's rank correlation: Pearson's of the average ranks."""
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def regression_metrics(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Pearson, Spearman and the mean squared error of predicted against true scores (GLUE's STS-B)."""
+    if len(targets) == 0:
+        return {"pearson": 0.0, "spearman": 0.0, "mse": 0.0}
+    return {"pearson": pearson(predictions, targets), "spearman": spearman(predictions, targets),
+            "mse": float((predictions.double() - targets.double()).square().mean())}
+
+
+REGRESSION_METRICS = ("pearson", "spearman", "mse")

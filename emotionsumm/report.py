@@ -2,7 +2,8 @@
 
 A sweep dir (Hydra multirun) gets one row per job (its swept overrides and final metrics), mean ± std
 over seeds / folds grouped by the other swept overrides, the monitored metric against each swept
-hyperparameter and learning curves per job. A run dir gets its metrics, learning curves, and the
+hyperparameter and learning curves per job; when the jobs are GLUE tasks (`data=glue_<task>`), a GLUE
+table: each task's official metrics and the GLUE average. A run dir gets its metrics, learning curves, and the
 confusion matrices (classification) or a ROUGE table (summarization). Curves come from the
 TensorBoard event files in `<run>/tb`. Loading runs is `runs.py`'s job, drawing figures `plots.py`'s.
 """
@@ -41,6 +42,10 @@ from .runs import (
 REPLICATE_KEYS = ("seed", "data.fold")
 # what the "validation" panel of a run's learning curves shows (others, e.g. gen_len, get a panel of their own)
 QUALITY_METRICS = ("acc", "macro_f1", "weighted_f1", "uar", "rouge1", "rouge2", "rougeL", "rougeLsum")
+# GLUE tasks in the benchmark's order, with their official names (MNLI's validation split is MNLI-matched)
+GLUE_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI-m",
+              "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+GLUE_METRICS = ("mcc", "f1", "acc", "pearson", "spearman")
 USAGE = "pass a run dir (outputs/<experiment>/<run>) or a sweep dir (outputs/multirun/<sweep>)"
 
 
@@ -125,13 +130,16 @@ def write_sweep_report(sweep_dir: Path, jobs: list[Job]) -> Path:
     md = [f"# Sweep report: {sweep_dir.name}", "", f"`{sweep_dir}`: {len(jobs)} jobs, "
           + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f". Monitored: `{ranked_by}` ({ref.mode})"
           + (" — the jobs have no validation split" if ranked_by.startswith("test/") else "") + ".", ""]
-    if best is not None:
+    glue = glue_jobs(jobs)
+    if best is not None and len({task for _, task, _ in glue}) < 2:  # scores of different tasks don't compare
         md += [f"Best job: `{best.dir.name}` with {ranked_by} = {_fmt(best.score)} "
                f"(`{best.overrides_of(swept) or best.override_text}`).", ""]
     optuna = read_yaml(sweep_dir / OPTUNA_RESULTS_FILE)
     if optuna and "best_params" in optuna:
         params = " ".join(f"{k}={v}" for k, v in optuna["best_params"].items())
         md += [f"Optuna best value {_fmt(optuna['best_value'])} with `{params}` ({OPTUNA_RESULTS_FILE}).", ""]
+    if glue:
+        md += write_glue_table(sweep_dir, glue, [k for k in swept if k != "data" and k not in REPLICATE_KEYS])
     columns = swept or ["overrides"]
     md += ["## Jobs", "", *_md_table(
         ["job", "status", *columns, *shown],
@@ -162,6 +170,70 @@ def write_sweep_report(sweep_dir: Path, jobs: list[Job]) -> Path:
     path = sweep_dir / "report.md"
     path.write_text("\n".join(md))
     return path
+
+
+GlueJob = tuple[Job, str, list[str]]  # a finished job, its data.glue_task and data.score_metrics (official metrics)
+
+
+def glue_jobs(jobs: list[Job]) -> list[GlueJob]:
+    """The finished jobs that ran a GLUE task, with the task and its official metrics."""
+    out = []
+    for job in jobs:
+        data = ((read_yaml(job.dir / CONFIG_FILE) or {}).get("data") or {}) if job.metrics is not None else {}
+        if data.get("glue_task"):
+            out.append((job, str(data["glue_task"]), [str(m) for m in data.get("score_metrics") or ["acc"]]))
+    return out
+
+
+def _glue_rows(jobs: list[GlueJob]) -> list[list[Any]]:
+    """Rows task, official metrics (mean over replicate jobs), task score; MNLI-mm (test split, not averaged);
+    the GLUE average: the mean over tasks of each task's score (the mean of its official metrics)."""
+    by_task: dict[str, list[Job]] = defaultdict(list)
+    metrics_of: dict[str, list[str]] = {}
+    for job, task, metrics in jobs:
+        by_task[task].append(job)
+        metrics_of[task] = metrics
+    order = sorted(by_task, key=lambda t: (list(GLUE_NAMES).index(t) if t in GLUE_NAMES else len(GLUE_NAMES), t))
+
+    def mean(members: list[Job], key: str) -> float:
+        values = [job.metrics[key] for job in members if key in job.metrics]
+        return statistics.fmean(values) if values else math.nan
+
+    rows, scores = [], []
+    columns = [*GLUE_METRICS, *sorted({m for ms in metrics_of.values() for m in ms} - set(GLUE_METRICS))]
+    for task in order:
+        values = {m: mean(by_task[task], f"val/{m}") for m in metrics_of[task]}
+        score = statistics.fmean(values.values())
+        scores.append(score)
+        rows.append([GLUE_NAMES.get(task, task), *[values.get(m, math.nan) for m in columns], score,
+                     len(by_task[task])])
+        if task == "mnli" and any("test/acc" in job.metrics for job in by_task[task]):
+            rows.append(["MNLI-mm (test split, not averaged)", *[mean(by_task[task], "test/acc") if m == "acc"
+                                                                  else math.nan for m in columns], math.nan,
+                         len(by_task[task])])
+    complete = "" if set(GLUE_NAMES) <= set(by_task) else f" ({len(by_task)} of {len(GLUE_NAMES)} tasks)"
+    rows.append([f"GLUE average{complete}", *[math.nan] * len(columns), statistics.fmean(scores), len(jobs)])
+    return [["task", *columns, "score", "jobs"], *rows]
+
+
+def write_glue_table(sweep_dir: Path, jobs: list[GlueJob], group_keys: list[str]) -> list[str]:
+    """The GLUE section of a sweep report (one table per value of the other swept overrides, e.g. the model)
+    and `report_glue.csv`."""
+    groups: dict[tuple[str, ...], list[GlueJob]] = defaultdict(list)
+    for entry in jobs:
+        groups[tuple(entry[0].overrides.get(k, "") for k in group_keys)].append(entry)
+    md = ["## GLUE", "", "Each task's official metrics on its validation split (the final `val/…` metrics; the "
+          "mean over replicate jobs), its score (the mean of its official metrics) and the GLUE average (the mean "
+          "of the task scores).", ""]
+    csv_rows = []
+    for values, members in groups.items():
+        header, *rows = _glue_rows(members)
+        if group_keys:
+            md += [f"### {' '.join(f'{k}={v}' for k, v in zip(group_keys, values))}", ""]
+        md += [*_md_table(header, rows), ""]
+        csv_rows += [[*values, *row] for row in rows]
+    _write_csv(sweep_dir / "report_glue.csv", [*group_keys, *header], csv_rows)
+    return md
 
 
 def _pivot(metrics: dict[str, float], keys: list[str]) -> tuple[list[str], list[list[Any]]]:

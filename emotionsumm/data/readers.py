@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,15 @@ def read_text(path: Path) -> str:
     return decode_utf8(path.read_bytes(), str(path))
 
 
-def read_rows(path: Path, fmt: str | None = None, has_header: bool = True,
-              delimiter: str | None = None) -> Iterator[tuple[int, dict[Any, Any]]]:
+def read_rows(path: Path, fmt: str | None = None, has_header: bool = True, delimiter: str | None = None,
+              bad_fields: Callable[[int, str], None] | None = None) -> Iterator[tuple[int, dict[Any, Any]]]:
     """Yield (line number, row) pairs. Without a header, CSV/TSV rows are keyed by column index.
 
     `delimiter` (one character, or tab/comma/pipe/semicolon/space) splits the columns of a delimited file
-    whatever its suffix (`data.delimiter`); by default CSV uses "," and TSV a tab (tab-separated: no quoting).
+    whatever its suffix (`data.delimiter`); by default CSV uses "," and TSV a tab (tab-separated: no quoting,
+    so quote characters are text, as in GLUE's TSV files). With `bad_fields`, a delimited row whose number of
+    fields differs from the header's (e.g. a text broken by a stray newline) is not yielded but passed to
+    `bad_fields(line, message)`; without it such a row is zipped with the header as it is.
     A JSON list yields (item number, row). Errors name the file and line."""
     if delimiter is not None:
         delimiter = DELIMITER_NAMES.get(str(delimiter).lower(), str(delimiter))
@@ -77,6 +80,10 @@ def read_rows(path: Path, fmt: str | None = None, has_header: bool = True,
     offset = 2 if has_header else 1
     for lineno, values in enumerate(reader, start=offset):
         if not values:
+            continue
+        if header and bad_fields is not None and len(values) != len(header):
+            bad_fields(lineno, f"{len(values)} field(s) where the header has {len(header)} (a malformed row, e.g. "
+                               "a text broken by a newline or holding the delimiter)")
             continue
         yield lineno, dict(zip(header, values)) if header else dict(enumerate(values))
 

@@ -10,6 +10,9 @@ label, an optional group (a speaker, a subject) and an optional split, with wher
   splits (a bad row raises naming its file and line, or with `on_error=skip` is left out and counted) →
   fit on the training split (tokenizer, normaliser, statistics) → one Dataset per split.
 
+A modality that supports it (`tasks`) may read a regression task instead (`task=regression`): each label is
+a number, there are no classes, and the model gets one output (GLUE's STS-B similarity score).
+
 A modality subclass only says how to read a row (`parse`, or `read` for a folder scan), load and
 transform one example, fit, and collate; see README "Add a modality". Splits and folds are pure functions
 of the rows and `seed` (`splits`), so the same data always gives the same splits, folds and class ids.
@@ -18,6 +21,7 @@ of the rows and `seed` (`splits`), so the same data always gives the same splits
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -126,6 +130,7 @@ class TableData:
     """
 
     label_key = "data.label_column"  # the config key that names the label column (for messages)
+    tasks: tuple[str, ...] = ("classification",)  # data.task values this modality supports (its collate's labels)
     load_errors: tuple[type[Exception], ...] = ()  # what `load` raises for an unreadable example
     load_fix = "fix or remove the file"
     noun = "row(s)"
@@ -137,10 +142,11 @@ class TableData:
                  has_header: bool = True, delimiter: str | None = None, class_names: Sequence[str] | None = None,
                  on_error: str = "raise", demo: bool = False, demo_dir: str | None = None, batch_size: int = 32,
                  eval_batch_size: int | None = None, num_workers: int = 0, balanced_sampling: bool = False,
-                 num_folds: int | None = None, fold: int = 0, seed: int = 0,
-                 state: dict[str, Any] | None = None) -> None:
+                 num_folds: int | None = None, fold: int = 0, seed: int = 0, task: str = "classification",
+                 score_metrics: Sequence[str] | None = None, state: dict[str, Any] | None = None) -> None:
         split = "group" if split == "speaker_independent" else split
         require_choice("data.split", split, STRATEGIES)
+        require_choice("data.task", task, self.tasks)
         require_choice("data.on_error", on_error, ON_ERROR)
         require_range("data.batch_size", batch_size, 1)
         require_range("data.num_workers", num_workers, 0)
@@ -150,6 +156,12 @@ class TableData:
         state = state or {}
         self.class_names: list[str] | None = list(state.get("class_names") or class_names or []) or None
         self.class_counts: list[int] | None = state.get("class_counts")
+        self.task, self.score_metrics = task, list(score_metrics) if score_metrics else None
+        if self.regression:
+            if class_names or balanced_sampling:
+                raise ValueError("data.task=regression has no classes: set data.class_names=null and "
+                                 "data.balanced_sampling=false")
+            self.class_names = []
         self.files = dict(files or {})
         self.split, self.split_ratios, self.split_column = split, list(split_ratios), split_column
         self.group_column, self.group_pattern = group_column, _compile(group_regex)
@@ -163,6 +175,10 @@ class TableData:
         self.datasets: dict[str, Dataset] = {}
         self.skipped: dict[str, int] = {}  # split ("all": the table before splitting) -> rows left out
         self.skipped_rows: list[str] = []  # where each left-out row was read
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     # ---- what a modality provides -----------------------------------------------------------
     def table_source(self) -> tuple[str | Path | None, str]:
@@ -205,7 +221,13 @@ class TableData:
     def read_table(self, path: Path, key: str, split: str | None, labelled: bool = True) -> list[Row]:
         """Rows of a CSV/JSONL/TSV table: label, group and split columns here, the rest via `parse`."""
         rows, bad, total = [], [], 0
-        for lineno, record in read_rows(path, self.format, self.has_header, self.delimiter):
+
+        def malformed(lineno: int, message: str) -> None:
+            nonlocal total
+            total += 1
+            self.reject(bad, f"{path}:{lineno}", f"{path}:{lineno}: {message}", "fix the row")
+
+        for lineno, record in read_rows(path, self.format, self.has_header, self.delimiter, bad_fields=malformed):
             total += 1
             where = f"{path}:{lineno}"
             try:
@@ -284,8 +306,9 @@ class TableData:
             self.class_counts = [train.ids.count(c) for c in range(len(self.class_names))]
         self.datasets = {s: self.make_dataset(s, loaded[s]) for s in SPLITS if s in splits and loaded.get(s)
                          and loaded[s].rows}
-        log.info("data: %s; %d classes %s%s", {s: len(d) for s, d in self.datasets.items()},
-                 len(self.class_names or []), self.class_names, self.describe())
+        kind = ("regression: one score per example" if self.regression
+                else f"{len(self.class_names or [])} classes {self.class_names}")
+        log.info("data: %s; %s%s", {s: len(d) for s, d in self.datasets.items()}, kind, self.describe())
 
     def _load_train(self, splits: Sequence[str]) -> bool:
         return "train" in splits or self.needs_fit()
@@ -302,7 +325,7 @@ class TableData:
         if folds:
             groups = groups_of(train)
             keep, held = kfold_indices(list(range(len(train))), self.num_folds, self.fold, seed=self.seed,
-                                       labels=self.label_ids(train), groups=groups)
+                                       labels=None if self.regression else self.label_ids(train), groups=groups)
             if parts["val"]:
                 log.warning("data.num_folds: the %d rows of the val split are not used (the held-out fold replaces "
                             "it); give val no share (data.split_ratios, data.val_groups) to train on them",
@@ -349,8 +372,9 @@ class TableData:
                 raise ValueError(f"data.split=predefined needs each row's split (data.split_column); {missing.where} "
                                  "has none: use a table with a split column, or data.split=random|group")
             predefined = [r.split for r in rows]
+        labels = None if self.regression else [str(r.label) for r in rows]  # stratified by class
         index = split_indices(len(rows), self.split, self.split_ratios, seed=self.seed,
-                              labels=[str(r.label) for r in rows], groups=groups_of(rows), predefined=predefined)
+                              labels=labels, groups=groups_of(rows), predefined=predefined)
         return {s: [rows[i] for i in index[s]] for s in SPLITS}
 
     def _load(self, parts: dict[str, list[Row]], splits: Sequence[str]) -> dict[str, Examples]:
@@ -392,8 +416,11 @@ class TableData:
         else:
             self.class_names = sorted({str(v) for v in values})
 
-    def label_ids(self, rows: Sequence[Row]) -> list[int]:
-        """Class ids of the rows' labels (names or ids); an unknown label names its file and line."""
+    def label_ids(self, rows: Sequence[Row]) -> list[int] | list[float]:
+        """Class ids of the rows' labels (names or ids); an unknown label names its file and line. The numbers
+        themselves for a regression task."""
+        if self.regression:
+            return [self._number(row) for row in rows]
         index = {name: i for i, name in enumerate(self.class_names)}
         ids = []
         for row in rows:
@@ -405,6 +432,16 @@ class TableData:
                 raise ValueError(f"{row.where}: label {row.label!r} is not one of the classes {self.class_names} "
                                  f"(ids 0..{len(self.class_names) - 1}); fix the row or set data.class_names")
         return ids
+
+    def _number(self, row: Row) -> float:
+        try:
+            value = float(str(row.label).strip())
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"{row.where}: label {row.label!r} is not a finite number, which data.task=regression "
+                             f"needs ({self.label_key}); fix the row")
+        return value
 
     # ---- what the trainer, model and policy need ----------------------------------------------
     def dataset(self, split: str) -> Dataset | None:
@@ -421,10 +458,12 @@ class TableData:
         return [1.0 / self.class_counts[y] for y in self.datasets["train"].labels]
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {"num_classes": len(self.class_names)}
+        """A regression task's model has one output (its score)."""
+        return {"num_classes": 1 if self.regression else len(self.class_names)}
 
     def policy_kwargs(self) -> dict[str, Any]:
-        return {"class_names": list(self.class_names), "class_counts": self.class_counts}
+        kwargs = {"class_names": list(self.class_names), "class_counts": self.class_counts, "task": self.task}
+        return {**kwargs, "score_metrics": self.score_metrics} if self.score_metrics else kwargs
 
     def state_dict(self) -> dict[str, Any]:
         return {"class_names": list(self.class_names), "class_counts": self.class_counts}

@@ -1,4 +1,5 @@
-"""Text classification data: single texts or sentence pairs from JSONL/CSV/TSV (any delimiter), tokenized once."""
+"""Text classification (or regression) data: single texts or sentence pairs from JSONL/CSV/TSV (any delimiter),
+tokenized once."""
 
 from __future__ import annotations
 
@@ -41,10 +42,13 @@ class TextClassificationData(TableData):
     directory is used. `state` (from a checkpoint) fixes classes and tokenizer. A row whose text (or pair,
     or label) is null, empty or only whitespace raises naming its file and line, or with `on_error=skip`
     is left out and counted. With `demo`, the demo set is generated into `demo_dir`, and every file must
-    lie there.
+    lie there. Sentence pairs are encoded as one sequence with `token_type_ids` (0 for the text, 1 for the
+    pair), the longer side truncated first to fit `max_length`. `task=regression` reads numeric labels
+    (e.g. a similarity score) for a one-output model.
     """
 
     label_key = "data.label_field"
+    tasks = ("classification", "regression")
 
     def __init__(self, files: dict[str, str | None] | None = None, file: str | None = None,
                  text_field: Any = "text", text_pair_field: Any = None, label_field: Any = "label",
@@ -98,7 +102,7 @@ class TextClassificationData(TableData):
 
     def _encode(self, texts: list[str], pairs: list[str] | None, labels: list[int] | None,
                 names: list[str]) -> TextDataset:
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length,
+        enc = self.tokenizer(texts, pairs, truncation="longest_first", max_length=self.max_length,
                              return_token_type_ids=pairs is not None)
         encoded = []
         for i, ids in enumerate(enc["input_ids"]):
@@ -131,7 +135,8 @@ class TextClassificationData(TableData):
                 types[row, : len(ex["token_type_ids"])] = torch.tensor(ex["token_type_ids"])
             batch["token_type_ids"] = types
         if "label" in examples[0]:
-            batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
+            batch["labels"] = torch.tensor([ex["label"] for ex in examples],
+                                           dtype=torch.float32 if self.regression else torch.long)
         return batch
 
     def model_kwargs(self) -> dict[str, Any]:

@@ -180,8 +180,11 @@ def test_sentence_pairs_from_headerless_tsv(tmp_path):
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
-def pretrained_stand_in(experiment: str, tmp_path: Path) -> list[str]:
-    """Experiments for a user's local pretrained encoder get a tiny random one saved in tmp_path."""
+def stand_ins(experiment: str, tmp_path: Path) -> list[str]:
+    """What an experiment for a user's own encoder or corpus gets here: a tiny random encoder saved in
+    tmp_path, or GLUE's generated files (MNLI: the task with a test split)."""
+    if experiment == "glue" and not (SHARED / "data/glue").is_dir():
+        return ["data=glue_mnli", "data.demo=true", f"data.demo_dir={tmp_path / 'glue_demo'}"]
     if experiment == "emotion_audio_ssl":
         from ..test_audio_ssl import save_tiny_ssl
 
@@ -201,7 +204,7 @@ def test_fast_dev_run_of_every_experiment(tmp_path, experiment):
     from emotionsumm.train import train
 
     metrics = train(make_cfg(tmp_path, [f"experiment={experiment}", "debug=fast",
-                                        *pretrained_stand_in(experiment, tmp_path)]))
+                                        *stand_ins(experiment, tmp_path)]))
     assert metrics["step"] == 1 and ("test/acc" in metrics or "test/rougeL" in metrics)
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("*.ckpt"))
 
