@@ -1,13 +1,24 @@
-"""Metric loggers: a small protocol, TensorBoard on rank 0, and a no-op for the other ranks."""
+"""Metric loggers: a small protocol; TensorBoard, CSV (and MLflow, in `mlflow_logger`) on rank 0; a no-op for the
+other ranks; several at once through `MultiLogger`; and `logger_factory`, which builds them from the `logger` group.
+"""
 
 from __future__ import annotations
 
+import csv
+import inspect
+import io
 import logging
+import math
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from .io import atomic_write_text
+from .runs import CSV_FILE
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +104,152 @@ class TensorBoardLogger:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+class CSVLogger:
+    """Scalars as `step,name,value` rows of `<run dir>/metrics.csv` (long format: a new metric needs no new column).
+
+    Rows are appended in one `write` per call, so a kill (even SIGKILL) leaves whole rows; a resumed run
+    (`purge_step`) first drops the rows at or after that step, as TensorBoard does, rewriting the file atomically.
+    The final metrics that no step logged (`best/…`, `step`, `epoch`) follow at the last step.
+    """
+
+    histogram_every_n_steps = 0
+    HEADER = ("step", "name", "value")
+
+    def __init__(self, run_dir: str | Path, purge_step: int | None = None) -> None:
+        self.path = Path(run_dir) / CSV_FILE
+        kept = self._rows_before(purge_step) if purge_step is not None and self.path.is_file() else []
+        atomic_write_text(self._format([self.HEADER, *kept]), self.path)
+        self.logged_at: dict[str, int] = {}
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def _rows_before(self, purge_step: int) -> list[list[str]]:
+        """The complete rows of an earlier run of this dir before `purge_step` (a torn last line is dropped)."""
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()
+        rows = [row for row in csv.reader(lines[1:]) if len(row) == len(self.HEADER)]
+        return [row for row in rows if row[0].lstrip("-").isdigit() and int(row[0]) < purge_step]
+
+    @staticmethod
+    def _format(rows: list[Any]) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        return buffer.getvalue()
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        if self._fd is None or not scalars:
+            return
+        data = self._format([(step, name, repr(float(value))) for name, value in scalars.items()]).encode()
+        while data:  # a regular file takes it in one write; loop only for a short write (e.g. a full disk)
+            data = data[os.write(self._fd, data):]
+        self.logged_at.update(dict.fromkeys(scalars, step))
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        step = int(metrics.get("step", max(self.logged_at.values(), default=0)))
+        self.log_scalars({k: v for k, v in metrics.items() if self.logged_at.get(k) != step}, step)
+
+    def log_histograms(self, module: nn.Module, step: int) -> None: ...
+    def log_text(self, tag: str, text: str, step: int) -> None: ...
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+    def flush(self) -> None:
+        """fsync: called at every checkpoint, so the rows are as durable as the weights."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.flush()
+            os.close(self._fd)
+            self._fd = None
+
+
+class MultiLogger:
+    """Several loggers at once (`logger=[tensorboard,mlflow,csv]`): every call goes to each of them.
+
+    Histograms go to each logger at its own `histogram_every_n_steps`; the trainer asks at their gcd.
+    `close` closes every logger even if one fails, then raises the first error.
+    """
+
+    def __init__(self, loggers: list[MetricLogger]) -> None:
+        self.loggers = loggers
+        every = [lg.histogram_every_n_steps for lg in loggers if lg.histogram_every_n_steps]
+        self.histogram_every_n_steps = math.gcd(*every) if every else 0
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        for lg in self.loggers:
+            lg.log_scalars(scalars, step)
+
+    def log_histograms(self, module: nn.Module, step: int) -> None:
+        for lg in self.loggers:
+            if lg.histogram_every_n_steps and step % lg.histogram_every_n_steps == 0:
+                lg.log_histograms(module, step)
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        for lg in self.loggers:  # each closes the figure; a closed figure still renders for the next one
+            lg.log_figure(tag, figure, step)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        for lg in self.loggers:
+            lg.log_text(tag, text, step)
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        for lg in self.loggers:
+            lg.log_hparams(hparams, metrics)
+
+    def flush(self) -> None:
+        for lg in self.loggers:
+            lg.flush()
+
+    def close(self) -> None:
+        errors = []
+        for lg in self.loggers:
+            try:
+                lg.close()
+            except Exception as err:  # noqa: BLE001 - close the others, then raise this one
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+
+def logger_factory(configs: Mapping[str, Any] | None, **context: Any) -> Callable[..., MetricLogger] | None:
+    """The trainer's `logger` argument for the `logger` group (one `logger.<name>` node per chosen logger).
+
+    The trainer calls the factory on rank 0 with `log_dir` (`<run dir>/tb`) and `purge_step` (the first step of a
+    resumed run, else None); each configured logger gets those and the values of `context` (`run_dir`,
+    `run_config`, `sweep_dir`) that its constructor names. None when no logger is chosen (`logger=none`).
+    """
+    from hydra.utils import instantiate
+
+    if configs and "_target_" in configs:
+        raise ValueError("the logger config is one node per logger now (logger.tensorboard, logger.mlflow, "
+                         "logger.csv): move its keys under logger.<name>, e.g. logger.tensorboard."
+                         "histogram_every_n_steps, and choose loggers with logger=[tensorboard,mlflow]")
+    makers = [instantiate(node) for node in (configs or {}).values() if node]
+    if not makers:
+        return None
+
+    def build(log_dir: str, purge_step: int | None = None) -> MetricLogger:
+        values = {"log_dir": log_dir, "purge_step": purge_step, **context}
+        built: list[MetricLogger] = []
+        try:
+            for make in makers:
+                wanted = inspect.signature(make).parameters
+                built.append(make(**{k: v for k, v in values.items() if k in wanted}))
+        except BaseException:
+            for lg in built:
+                lg.close()
+            raise
+        return built[0] if len(built) == 1 else MultiLogger(built)
+
+    return build
 
 
 def grad_norm(module: nn.Module) -> float:

@@ -25,6 +25,8 @@ CONFIG_FILE = ".hydra/config.yaml"  # the composed config
 OVERRIDES_FILE = ".hydra/overrides.yaml"  # the job's command-line overrides
 TRAIN_LOG = "train.log"  # Hydra's `<job name>.log` of a training run
 TB_DIR = "tb"  # TensorBoard event files
+CSV_FILE = "metrics.csv"  # `logger=csv`: step,name,value rows
+MLFLOW_RUN_FILE = "mlflow_run.json"  # `logger=mlflow`: the run's (a sweep dir's: the parent run's) MLflow ids
 CHECKPOINT_DIR = "checkpoints"  # top-k and last checkpoints (file names in checkpoint.py)
 PROVENANCE_FILE = "provenance.json"  # command line, git commit, package versions
 # ---- ... and of a sweep dir (`outputs/multirun/<stamp>`) ----------------------------------------------------

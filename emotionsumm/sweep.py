@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import runs
 from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
-from .runs import ERROR_FILE, METRICS_FILE, load_jobs, swept_keys
+from .runs import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ class SweepError(SystemExit):
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def current_sweep_dir() -> Path | None:
+    """The dir of the multirun this job belongs to (None for a single run)."""
+    return Path(str(HydraConfig.get().sweep.dir)) if in_multirun() else None
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
@@ -163,6 +168,10 @@ class SweepCallback(Callback):
             except ReportError as err:
                 log.warning("no sweep report: %s", err)
         failed = [job for job in jobs if job.status == "failed"]
+        if (sweep_dir / MLFLOW_RUN_FILE).is_file():  # logger=mlflow: the sweep's parent run ends here
+            from .mlflow_logger import end_sweep_run
+
+            end_sweep_run(sweep_dir, failed=bool(failed))
         done = sum(job.status == "finished" for job in jobs)
         log.info("sweep %s: %d of %d jobs finished", sweep_dir, done, len(jobs))
         if failed:

@@ -48,10 +48,12 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any) -> dict[str, float]:
 
     from . import distributed as dist
     from .io import write_json
+    from .loggers import logger_factory
     from .optim import param_groups
     from .provenance import provenance
     from .runtime import build_data, build_policy, instantiate_enabled
     from .seed import seed_everything
+    from .sweep import current_sweep_dir
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -59,8 +61,9 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any) -> dict[str, float]:
         log.info("run dir: %s\n%s", run_dir, format_tree(cfg))
         write_json(provenance(PROJECT_ROOT, dist.world_size()), run_dir / "provenance.json")
 
+    loggers = logger_factory(cfg.get("logger"), run_dir=run_dir, run_config=resolved, sweep_dir=current_sweep_dir())
     trainer = instantiate(cfg.trainer, _recursive_=False, _convert_="all", run_dir=str(run_dir), seed=cfg.seed,
-                          logger=instantiate(cfg.logger) if cfg.get("logger") else None,
+                          logger=loggers,
                           ema=instantiate_enabled(cfg.get("ema")), run_config=resolved, stop=stop)
     resumed = trainer.resume_checkpoint()
     data = build_data(cfg, run_dir, state=resumed[0].get("data") if resumed else None)

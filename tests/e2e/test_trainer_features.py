@@ -52,7 +52,7 @@ def test_auto_class_weights_follow_inverse_frequency(tmp_path):
 def test_tensorboard_gets_histograms_images_text_and_hparams(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_train(tmp_path, [*LIMITS, "trainer.max_steps=4", "logger.histogram_every_n_steps=2"])
+    run_train(tmp_path, [*LIMITS, "trainer.max_steps=4", "logger.tensorboard.histogram_every_n_steps=2"])
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0, "images": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
