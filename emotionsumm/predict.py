@@ -2,7 +2,9 @@
 
 What an input is comes from the data (a text per line for text classification) and what is
 printed from the policy (`label<TAB>probability` for classification). Logs go to stderr so the
-output can be piped.
+output can be piped. `export_embeddings=true` also saves the pooled features of the inputs, in order
+(`embeddings_path`, .npy), and with a manifest input `embeddings_manifest` writes a manifest that
+refers to them (the first stage of feature fusion: train on it with `data.features`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ def predict(cfg: DictConfig) -> list[str]:
     import torch
     from torch.utils.data import DataLoader
 
+    from .data.multimodal import MultimodalData
+    from .io import atomic_open, atomic_write_text
     from .quantize import quantize
     from .runtime import load_for_inference
 
     _, data, policy = load_for_inference(cfg.ckpt, cfg.weights)
+    manifest = cfg.get("embeddings_manifest") if cfg.export_embeddings else None
+    if manifest and not isinstance(data, MultimodalData):
+        raise ValueError(f"embeddings_manifest={manifest}: {type(data).__name__} reads no manifests; it needs a "
+                         "checkpoint of manifest data (data=multimodal_*, features_*) and input=<manifest>")
     policy = quantize(policy, cfg.get("quantize"))
-    loader = DataLoader(data.predict_dataset(str(cfg.input)), batch_size=cfg.batch_size, collate_fn=data.collate)
+    dataset = data.predict_dataset(str(cfg.input))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=data.collate)
     embeddings: list[torch.Tensor] = []
     hook = None
     if cfg.export_embeddings:
@@ -45,10 +54,18 @@ def predict(cfg: DictConfig) -> list[str]:
             results += rows
     if hook is not None:
         hook.remove()
+        array = torch.cat(embeddings).numpy()
+        if len(array) != len(dataset):
+            raise RuntimeError(f"export_embeddings: {len(array)} embeddings for {len(dataset)} inputs (the model's "
+                               "`pooled` module ran more or less than once per example)")
         path = Path(cfg.embeddings_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, torch.cat(embeddings).numpy())
-        log.info("embeddings %s written to %s", tuple(torch.cat(embeddings).shape), path)
+        with atomic_open(path, "wb") as fh:
+            np.save(fh, array)
+        log.info("embeddings %s written to %s", tuple(array.shape), path)
+        if manifest:
+            atomic_write_text(data.feature_manifest(str(cfg.input), dataset.names, path, str(cfg.embeddings_column),
+                                                    Path(manifest)), manifest)
+            log.info("manifest written to %s (column %s)", manifest, cfg.embeddings_column)
     return results
 
 

@@ -1,4 +1,5 @@
-"""Multimodal emotion data: manifests (CSV, TSV or JSONL) whose rows carry a label and any of text, audio, image.
+"""Multimodal emotion data: manifests (CSV, TSV or JSONL) whose rows carry a label and any of text, audio, image
+and precomputed features.
 
 Rows go through the shared table (`TableData`): one manifest per split (`split=files`) or one manifest
 `file` split randomly, by a split column or by group; k-fold; `on_error`. A value missing from a row
@@ -8,37 +9,49 @@ that no training row has is left out of the model altogether (MELD here has text
 goes through the same pipeline as in its single-modality task: the WordPiece (or pretrained) tokenizer,
 `AudioPipeline` with its train-split normaliser and optional feature cache, and `ImagePipeline` with its
 train-split mean/std (and `min_image_size`). Media paths are relative to the manifest.
+Any number of precomputed-feature modalities (`features`: name -> {column, normalize}; vectors or
+sequences in .npy/.npz files, see `features.py`) join them, each named by the user; non-finite
+feature values are masked, and a row left with no usable value is left out (logged).
 A batch holds `<modality>_<input>` tensors plus a boolean `<modality>_mask` (present or not).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import require_choice
 from . import tokenizers as toks
 from .audio_features import AudioPipeline, AudioReadError, FeatureCache
+from .features import FeatureModality, FeatureReadError, feature_modalities, is_reference, rebase
 from .image_transforms import ImagePipeline, ImageReadError
-from .readers import check_file, text_value
+from .readers import check_file, read_rows, text_value
 from .table import BadRow, Examples, Row, TableData, TableDataset
 
 log = logging.getLogger(__name__)
 
 MODALITIES = ("text", "audio", "image")
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+DEMO_SETS = ("multimodal", "features")  # data.demo_set: what data.demo=true generates
+# a media modality's inputs in a batch: `<modality>_<key>` (the fusion model's INPUTS maps them to encoder arguments)
+MEDIA_KEYS = {"text": ("input_ids", "attention_mask"), "audio": ("features",), "image": ("pixels",)}
 
 
 class MultimodalDataset(TableDataset):
-    """Per row: token ids, full-length log-mels and a uint8 image (each absent when missing) and a class id."""
+    """Per row: token ids, full-length log-mels, a uint8 image and feature arrays (each absent when missing)
+    and a class id."""
 
     def __init__(self, inputs: list[dict[str, Any]], labels: list[int | None], names: list[str],
-                 audio: AudioPipeline, image: ImagePipeline, train: bool = False) -> None:
+                 audio: AudioPipeline, image: ImagePipeline, features: Mapping[str, FeatureModality],
+                 train: bool = False) -> None:
         super().__init__(inputs, labels, names, train=train)
-        self.audio, self.image = audio, image
+        self.audio, self.image, self.features = audio, image, features
 
     def transform(self, raw: dict[str, Any], train: bool) -> dict[str, Any]:
         item: dict[str, Any] = {"text": raw.get("text")}
@@ -46,32 +59,51 @@ class MultimodalDataset(TableDataset):
             item["audio"] = self.audio.transform(raw["audio"], train)
         if raw.get("image") is not None:
             item["image"] = self.image(raw["image"], train=train)
+        for name, modality in self.features.items():
+            if raw.get(name) is not None:
+                item[name] = modality(raw[name])
         return item
 
 
 class MultimodalData(TableData):
     """Reads manifests and builds the fusion model's inputs.
 
-    `columns` maps each modality to its manifest column; `modalities` lists those to use. `text`,
-    `audio` and `image` configure the per-modality pipelines (the keys of the text, audio and image
-    data configs). Unreadable media raise an error naming the manifest line, or with `on_error=skip`
-    drop the row and are counted. Sources, splits and k-fold: see TableData.
+    `columns` maps text, audio and image to their manifest columns; `features` names the feature
+    modalities (name -> {column: <manifest column, default the name>, normalize: true}); `modalities`
+    lists those to use. `text`, `audio` and `image` configure the per-modality pipelines (the keys of
+    the text, audio and image data configs). Unreadable media or feature files raise an error naming the
+    manifest line, or with `on_error=skip` drop the row and are counted. `demo_set` chooses what
+    `demo=true` generates. Sources, splits and k-fold: see TableData.
     """
 
-    load_errors = (AudioReadError, ImageReadError)
+    load_errors = (AudioReadError, ImageReadError, FeatureReadError)
 
     def __init__(self, files: Mapping[str, str | None] | None = None, file: str | None = None,
                  label_column: str = "label", columns: Mapping[str, str | None] | None = None,
                  modalities: Sequence[str] = MODALITIES, text: Mapping[str, Any] | None = None,
                  audio: Mapping[str, Any] | None = None, image: Mapping[str, Any] | None = None,
+                 features: Mapping[str, Any] | None = None, demo_set: str = "multimodal",
                  state: dict[str, Any] | None = None, **common: Any) -> None:
-        unknown = [m for m in modalities if m not in MODALITIES]
+        require_choice("data.demo_set", demo_set, DEMO_SETS)
+        self.features = feature_modalities(features, (state or {}).get("features"))
+        known = [*MODALITIES, *self.features]
+        if clash := [m for m in self.features if m in MODALITIES]:
+            raise ValueError(f"data.features.{clash[0]}: {clash[0]} is a media modality; name the features "
+                             "otherwise (e.g. text_emb)")
+        unknown = [m for m in modalities if m not in known]
         if unknown or not modalities:
-            raise ValueError(f"data.modalities={list(modalities)} must be a non-empty subset of {list(MODALITIES)}")
+            raise ValueError(f"data.modalities={list(modalities)} must be a non-empty subset of {known} "
+                             "(text, audio, image and the names under data.features)")
+        keys = [*(f"{m}_{k}" for m in MODALITIES for k in [*MEDIA_KEYS[m], "mask"]),
+                *(k for f in self.features.values() for k in f.batch_keys())]
+        if clash := sorted({k for k in keys if keys.count(k) > 1}):
+            raise ValueError(f"data.features: the names give the same batch key {clash[0]!r} to two modalities; "
+                             "rename one")
         super().__init__(files=dict(files or {}), label_column=label_column, state=state, **common)
         state = state or {}
-        self.file = file
-        self.columns = {m: m for m in MODALITIES} | dict(columns or {})
+        self.file, self.demo_set = file, demo_set
+        self.columns = ({m: m for m in MODALITIES} | dict(columns or {})
+                        | {name: f.column for name, f in self.features.items()})
         self.modalities = list(modalities)
         self.active: list[str] | None = state.get("modalities")
         text, audio, image = dict(text or {}), dict(audio or {}), dict(image or {})
@@ -91,13 +123,18 @@ class MultimodalData(TableData):
 
     # ---- rows ---------------------------------------------------------------------------------
     def make_demo(self, directory: Path) -> None:
+        if self.demo_set == "features":
+            from ..demo.features import make_feature_demo
+
+            make_feature_demo(directory)
+            return
         from ..demo.multimodal import make_multimodal_emotion
 
         make_multimodal_emotion(directory)
 
     def parse(self, record: dict[Any, Any], where: str, path: Path) -> tuple[dict[str, str | None], Path]:
         """(a value per modality, None = missing; the manifest's folder, which media paths are relative to)."""
-        values = {m: text_value(record.get(self.columns.get(m) or "")) for m in MODALITIES}
+        values = {m: text_value(record.get(self.columns.get(m) or "")) for m in self.columns}
         if all(v is None for v in values.values()):
             raise BadRow(f"no modality present (columns {self.columns} are all null, empty or missing)",
                          fix="fill at least one, or fix data.columns")
@@ -129,9 +166,15 @@ class MultimodalData(TableData):
 
     # ---- one example --------------------------------------------------------------------------
     def load(self, item: tuple[dict[str, str | None], Path]) -> dict[str, Any]:
-        """Full-length log-mels and the uint8 image of the active modalities (and the text)."""
+        """Full-length log-mels, the uint8 image and the feature arrays of the active modalities (and the text);
+        features with non-finite values are left out (masked)."""
         values, base = item
         loaded: dict[str, Any] = {}
+        for name, modality in self.features.items():
+            if name in self.active and values.get(name) is not None:
+                array = modality.load(values[name], base)
+                if array is not None:
+                    loaded[name] = array
         for modality in ("audio", "image"):
             value = values.get(modality)
             if modality in self.active and value is not None:
@@ -144,14 +187,30 @@ class MultimodalData(TableData):
             loaded["text"] = values.get("text")
         return loaded
 
+    def apply(self, examples: Examples, split: str, fn: Any) -> None:
+        """Load as TableData does, then leave out the rows left with no usable value of the active modalities
+        (their only values were non-finite features), like rows that have none of data.modalities."""
+        super().apply(examples, split, fn)
+        for features in self.features.values():
+            features.files.clear()  # nothing open stays behind (datasets go to loader workers)
+        keep = [i for i, item in enumerate(examples.inputs) if any(item.get(m) is not None for m in self.active)]
+        if len(keep) < len(examples.inputs):
+            log.info("split %s: %d row(s) left out: no usable value of the modalities %s (non-finite features "
+                     "are masked)", split, len(examples.inputs) - len(keep), self.active)
+            examples.rows = [examples.rows[i] for i in keep]
+            examples.inputs = [examples.inputs[i] for i in keep]
+            examples.ids = [examples.ids[i] for i in keep]
+
     def needs_fit(self) -> bool:
         active = self.active or []
         return (self.active is None or ("audio" in active and not self.audio.normalizer.fitted)
                 or ("image" in active and self.image_normalize == "train" and self.image.mean is None)
-                or ("text" in active and self._tokenizer_json is None and not self.tokenizer_name))
+                or ("text" in active and self._tokenizer_json is None and not self.tokenizer_name)
+                or any(f.needs_fit() or f.dim is None for n, f in self.features.items() if n in active))
 
     def fit(self, train: Examples | None, run_dir: str | Path | None) -> None:
-        """Audio normaliser, image mean/std and tokenizer from the training rows only (unless already known)."""
+        """Audio normaliser, image mean/std, feature normalisers and tokenizer from the training rows only
+        (unless already known)."""
         if not self.active:
             raise ValueError(f"data.modalities={self.modalities}: the modalities are unknown; read the training "
                              "split or predict from a checkpoint")
@@ -163,6 +222,9 @@ class MultimodalData(TableData):
         if "image" in self.active:
             self.image.choose_normalization(self.image_normalize, (lambda: [
                 i["image"] for i in train.inputs if i.get("image") is not None]) if train is not None else None)
+        for name, modality in self.features.items():
+            if name in self.active:
+                modality.fit([i[name] for i in train.inputs if i.get(name) is not None] if train is not None else [])
         self._build_tokenizer([i.get("text") for i in train.inputs] if train is not None else None, run_dir)
 
     def _build_tokenizer(self, texts: list[str | None] | None, run_dir: str | Path | None) -> None:
@@ -184,10 +246,12 @@ class MultimodalData(TableData):
             encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
             for item, ids in zip(inputs, encoded):
                 item["text"] = (ids, item.get("text") is not None)
-        return MultimodalDataset(inputs, labels, names, self.audio, self.image, train)
+        features = {n: f for n, f in self.features.items() if n in self.active}
+        return MultimodalDataset(inputs, labels, names, self.audio, self.image, features, train)
 
     def describe(self) -> str:
-        return f"; modalities {self.active}"
+        return f"; modalities {self.active}" + "".join(f.describe() for n, f in self.features.items()
+                                                        if n in self.active)
 
     # ---- what the trainer, model and policy need ------------------------------------------
     def predict_dataset(self, source: str) -> MultimodalDataset:
@@ -217,18 +281,48 @@ class MultimodalData(TableData):
                 batch[names[modality]] = torch.stack([ex.get(modality, torch.zeros(shapes[modality]))
                                                       for ex in examples])
                 batch[f"{modality}_mask"] = torch.tensor([modality in ex for ex in examples])
+        for name, features in self.features.items():
+            if name in self.active:
+                batch.update({f"{name}_{k}": v for k, v in features.collate([ex.get(name) for ex in examples]).items()})
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
         return batch
 
     def model_kwargs(self) -> dict[str, Any]:
-        per_modality = {"audio": {"n_mels": self.audio.n_mels}, "image": {"in_channels": self.image.channels}}
+        per_modality = {"audio": {"n_mels": self.audio.n_mels}, "image": {"in_channels": self.image.channels},
+                        **{name: f.model_kwargs() for name, f in self.features.items()}}
         if "text" in self.active:
             per_modality["text"] = {"vocab_size": len(self.tokenizer), "pad_token_id": self.tokenizer.pad_token_id}
         return {**super().model_kwargs(), "modalities": list(self.active),
-                "encoder_kwargs": {m: per_modality[m] for m in self.active}}
+                "encoder_kwargs": {m: per_modality[m] for m in self.active},
+                "inputs": {name: f.inputs() for name, f in self.features.items() if name in self.active}}
+
+    def path_columns(self) -> list[str]:
+        """Manifest columns that hold paths relative to the manifest (media and feature references)."""
+        return [self.columns[m] for m in ("audio", "image", *self.features) if self.columns.get(m)]
+
+    def feature_manifest(self, source: str, names: Sequence[str], embeddings: Path, column: str,
+                         target: Path) -> str:
+        """JSONL text of a manifest at `target`: every row of the input manifest `source` (paths rewritten
+        relative to `target`'s folder) plus `column` = `<embeddings>#<i>` for the row that was predicted i-th
+        (`names[i]`, "file:line"), null for a row that was not (it had none of the modalities)."""
+        path = Path(source).expanduser()
+        index = {name: i for i, name in enumerate(names)}
+        reference = os.path.relpath(embeddings.resolve(), target.parent.resolve())
+        paths, lines = set(self.path_columns()), []
+        for lineno, record in read_rows(path, self.format, self.has_header, self.delimiter):
+            if column in record:
+                raise ValueError(f"embeddings_column={column}: {path}:{lineno} has a column {column!r} already; "
+                                 "choose another name")
+            row = {str(k): (rebase(v, path.parent, target.parent) if isinstance(v, str) and text_value(v)
+                            and (k in paths or is_reference(v)) else v) for k, v in record.items()}
+            i = index.get(f"{path}:{lineno}")
+            row[column] = None if i is None else f"{reference}#{i}"
+            lines.append(json.dumps(row))
+        return "\n".join(lines) + "\n"
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "modalities": list(self.active), "tokenizer_json": self._tokenizer_json,
                 "normalizer": self.audio.normalizer.state_dict(), "image_mean": self.image.mean,
-                "image_std": self.image.std}
+                "image_std": self.image.std,
+                "features": {n: f.state_dict() for n, f in self.features.items() if n in self.active}}

@@ -1,7 +1,10 @@
 """Multimodal fusion: one encoder per modality (the single-modality models) and a fusion head.
 
 Every encoder is a single-modality classifier built from its own model config (`model.encoders.<m>`),
-so it brings `features(...)` (its pooled vector) and `head` (its own logits). Fusion:
+so it brings `features(...)` (its pooled vector) and `head` (its own logits). A modality is any name the
+data gives: text, audio, image, or a precomputed-feature modality (`data.features.<name>`, encoded by
+`features_mlp` / `features_seq`); `inputs` (from the data) says which batch keys feed which encoder
+arguments. Fusion:
 - `late`: a learned softmax-weighted average of the per-modality logits over the present modalities;
 - `concat`: the features (zeros where a modality is missing) concatenated into an MLP;
 - `attention`: each modality's features projected to `hidden`, plus a learned modality embedding,
@@ -9,8 +12,9 @@ so it brings `features(...)` (its pooled vector) and `head` (its own logits). Fu
 Modality dropout hides each present modality of a training example with probability
 `modality_dropout` (never all of them), so the model learns to cope with missing ones.
 
-Learning rates: the parts are the modalities' encoders (`text`, `audio`, `image`; without their own
-heads) and `fusion` (everything that maps features to logits, the encoders' heads in `late` fusion).
+Learning rates: the parts are the modalities' encoders (`text`, `audio`, `image`, each feature
+modality's name; without their own heads) and `fusion` (everything that maps features to logits,
+the encoders' heads in `late` fusion).
 An encoder config may carry `lr:` (e.g. text_minilm's small one for the pretrained encoder): the
 default of that encoder's part, which `group_lr.<part>` overrides; other parts use optimizer.lr.
 """
@@ -29,24 +33,38 @@ from ..config import require_choice, require_range
 from .text import check_lr
 
 FUSIONS = ("late", "concat", "attention")
-# what the data calls a modality's inputs in a batch (`<modality>_<name>`) -> the encoder's argument
+# what the data calls a media modality's inputs in a batch (`<modality>_<name>`) -> the encoder's argument;
+# the data's `inputs` (model_kwargs) adds those of its feature modalities
 INPUTS = {"text": {"input_ids": "input_ids", "attention_mask": "attention_mask"}, "audio": {"features": "features"},
           "image": {"pixels": "pixels"}}
 
 
 class FusionClassifier(nn.Module):
-    """`encoders[m]` (model configs) for each modality in `modalities`, fused by `fusion`."""
+    """`encoders[m]` (model configs) for each modality in `modalities`, fused by `fusion`; `inputs[m]` maps
+    batch key suffixes to encoder arguments (default: INPUTS)."""
 
     def __init__(self, num_classes: int, modalities: Sequence[str], encoders: Mapping[str, Any],
                  encoder_kwargs: Mapping[str, Mapping[str, Any]] | None = None, fusion: str = "attention",
-                 hidden: int = 128, dropout: float = 0.2, modality_dropout: float = 0.0) -> None:
+                 hidden: int = 128, dropout: float = 0.2, modality_dropout: float = 0.0,
+                 inputs: Mapping[str, Mapping[str, str]] | None = None) -> None:
         super().__init__()
         require_choice("model.fusion", fusion, FUSIONS)
         require_range("model.modality_dropout", modality_dropout, 0, 1, high_open=True)
         missing = [m for m in modalities if m not in encoders or encoders[m] is None]
         if missing:
+            media = missing[0] in INPUTS
             raise ValueError(f"model.encoders has no config for modality {missing}; add e.g. "
-                             f"model@model.encoders.{missing[0]}=<model config>, or drop it from data.modalities")
+                             f"{'' if media else '+'}model@model.encoders.{missing[0]}="
+                             f"{'<model config>' if media else 'features_mlp (vectors) or features_seq (sequences)'}"
+                             ", or drop it from data.modalities")
+        known = {**INPUTS, **{m: dict(v) for m, v in (inputs or {}).items()}}
+        if unknown := [m for m in modalities if m not in known]:
+            raise ValueError(f"modality {unknown[0]!r}: the data gives no batch inputs for it (data.features "
+                             "names the feature modalities)")
+        if "fusion" in modalities:
+            raise ValueError("a modality may not be called 'fusion' (the name of the fusion head's learning-rate "
+                             "part); rename it under data.features")
+        self.inputs = {m: known[m] for m in modalities}
         self.modalities, self.fusion, self.modality_dropout = list(modalities), fusion, modality_dropout
         kwargs = encoder_kwargs or {}
         # an encoder config's `lr` is this model's default for that part, not an argument of the encoder
@@ -83,7 +101,7 @@ class FusionClassifier(nn.Module):
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         feats, present = {}, []
         for m in self.modalities:
-            inputs = {arg: batch[f"{m}_{key}"] for key, arg in INPUTS[m].items()}
+            inputs = {arg: batch[f"{m}_{key}"] for key, arg in self.inputs[m].items()}
             feats[m] = self.encoders[m].features(**inputs)
             present.append(batch[f"{m}_mask"].bool())
         mask = self._drop_modalities(torch.stack(present, dim=1))  # [B, M]
@@ -109,7 +127,7 @@ class FusionClassifier(nn.Module):
         return any(changed)
 
     def param_parts(self) -> dict[str, tuple[str, ...]]:
-        """`<modality>`: its encoder without its head; `fusion`: the rest (the heads in `late` fusion)."""
+        """`<modality>` (its name): its encoder without its head; `fusion`: the rest (the heads in `late` fusion)."""
         parts = {m: tuple(f"encoders.{m}.{n}." for n, _ in self.encoders[m].named_children() if n != "head")
                  + tuple(f"encoders.{m}.{n}" for n, _ in self.encoders[m].named_parameters(recurse=False))
                  for m in self.modalities}
