@@ -262,8 +262,7 @@ def test_fusion_with_the_ssl_audio_encoder_runs_on_the_multimodal_demo(w2v, tmp_
 
     cfg = make_cfg(tmp_path / "run", [
         "experiment=emotion_fusion", "model@model.encoders.audio=audio_ssl", f"model.encoders.audio.pretrained={w2v}",
-        "+data.audio.features.kind=waveform", f"+data.audio.features.feature_extractor={w2v}",
-        "data.audio.cache_features=false",
+        "data.audio.cache_features=false",  # the encoder config alone switches the audio pipeline to waveforms
         "data.batch_size=4", "logger=none"])
     data = build_data(cfg, None, splits=("train", "val"))
     policy = build_policy(cfg, data)

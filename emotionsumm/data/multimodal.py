@@ -118,7 +118,8 @@ class MultimodalData(TableData):
         self.cache = FeatureCache(cache_dir, self.audio) if audio.get("cache_features") and cache_dir else None
         self.image = ImagePipeline(int(image.get("channels", 1)), image.get("image_size", 48), image.get("augment"),
                                    state.get("image_mean", image.get("mean")), state.get("image_std", image.get("std")),
-                                   bool(image.get("equalize", False)), int(image.get("min_image_size", 8)))
+                                   bool(image.get("equalize", False)), int(image.get("min_image_size", 8)),
+                                   image.get("processor"))
         self.image_normalize = image.get("normalize", "train")
 
     # ---- rows ---------------------------------------------------------------------------------

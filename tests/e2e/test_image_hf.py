@@ -14,7 +14,7 @@ import torch
 from emotionsumm.checkpoint import load_checkpoint
 
 from ..conftest import cli, make_cfg
-from ..test_image_hf import save_tiny_convnext, save_tiny_vit
+from ..test_image_hf import VIT_MEAN, save_tiny_convnext, save_tiny_vit
 
 # two epochs of three batches; the schedule unfreezes the ViT's top layer for the second epoch
 SHORT = ["experiment=emotion_image_hf", "data=image_demo", "data.batch_size=16", "trainer.limit_train_batches=3",
@@ -92,6 +92,8 @@ def test_fusion_with_the_vit_as_image_encoder_builds_and_runs_forward(vit, tmp_p
     policy = build_policy(cfg, data)
     assert policy.model.param_lrs()["image"] == pytest.approx(1e-4)  # image_hf's lr is the part's default
     batch = data.collate([data.dataset("train")[i] for i in range(4)])
+    assert batch["image_pixels"].shape[1:] == (3, 40, 40)  # the encoder's processor: RGB at its size
+    assert data.state_dict()["image_mean"] == pytest.approx(VIT_MEAN)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = policy.model(**inputs)
     assert logits.shape == (4, len(data.class_names)) and torch.isfinite(logits).all()

@@ -101,6 +101,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                    "model.encoders.text.intermediate_size=32", "model.encoders.audio.width=4",
                    "model.encoders.audio.depth=2", "model.encoders.image.widths=[4,4,4]", "data.batch_size=8"],
     }
+    for modality in ("text", "audio"):  # stage 1 of the README's two-stage feature fusion
+        recipes[f"fusion_{modality}"] = [*recipes["fusion"], f"data.modalities=[{modality}]"]
     try:
         out = {}
         for name, overrides in recipes.items():
@@ -134,6 +136,12 @@ def workdir(tmp_path_factory, runs) -> Path:
             if row.get(key):
                 row[key] = str(manifest.parent / row[key])
     (work / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the two-stage feature fusion: its stage-1 run dirs and the multimodal demo at the paths it names
+    (work / "outputs/two_stage").mkdir(parents=True)
+    for modality in ("text", "audio"):
+        (work / "outputs/two_stage" / modality).symlink_to(runs[f"fusion_{modality}"])
+    (work / ".cache/demo").mkdir(parents=True)
+    (work / ".cache/demo/multimodal_emotion").symlink_to(manifest.parent)
     return work
 
 
