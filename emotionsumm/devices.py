@@ -26,3 +26,10 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def compiled_graphs() -> int:
+    """How many graphs `torch.compile` has built in this process so far (a change marks a compile warm-up)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])

@@ -8,50 +8,65 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist
 from .interfaces import EvalState
+from .loaders import EvalLoader, limit_batches
 
-
-def limit_batches(limit: int | float | None, n: int) -> int:
-    """`trainer.limit_*_batches`: None = all `n`, a float <= 1 = that fraction (at least 1), an int = at most that."""
-    if limit is None:
-        return n
-    if isinstance(limit, float) and limit <= 1.0:
-        return max(1, int(n * limit))
-    return min(n, int(limit))
+__all__ = ["evaluation_state", "limit_batches", "score", "to_device"]
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """Tensors of a batch on `device`; asynchronous copies (from pinned memory) on CUDA only."""
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-@torch.no_grad()
-def evaluation_state(module: nn.Module, loader: DataLoader, batches: int, device: torch.device,
+def evaluation_state(module: nn.Module, loader: EvalLoader, device: torch.device,
                      autocast: Callable[[], contextlib.AbstractContextManager], desc: str,
                      progress_bar: bool) -> EvalState:
-    """The policy's evaluation statistics over the first `batches` batches, from every rank.
+    """The policy's evaluation statistics over every batch of `loader`, from every rank.
 
-    Tensors are summed across ranks, lists (e.g. generated texts) concatenated in rank order.
+    Runs under `torch.inference_mode` (no autograd bookkeeping at all). Lists with one entry per example
+    (e.g. generated texts) come back in the order of unsorted evaluation, even when the loader formed
+    its batches from length-sorted examples; then tensors are summed across ranks and lists concatenated
+    in rank order. The returned tensors are ordinary ones (usable outside inference mode).
     """
     was_training = module.training
     module.eval()
-    state = module.eval_state()
-    bar = tqdm(total=batches, desc=desc, leave=False, dynamic_ncols=True, disable=not (progress_bar and dist.is_main()))
-    with autocast():
-        for i, batch in enumerate(loader):
-            if i >= batches:
-                break
-            module.evaluation_step(to_device(batch, device), state)
-            bar.update()
+    examples = 0
+    bar = tqdm(total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
+               disable=not (progress_bar and dist.is_main()))
+    with torch.inference_mode():
+        state = module.eval_state()
+        with autocast():
+            for batch in loader:
+                examples += len(next(iter(batch.values())))
+                module.evaluation_step(to_device(batch, device), state)
+                bar.update()
+        state = {k: loader.batches.in_file_order(v) if isinstance(v, list) and len(v) == examples else v
+                 for k, v in state.items()}
+        if dist.is_distributed():
+            tensors = {k: v.to(device) for k, v in state.items() if torch.is_tensor(v)}
+            reduced = {k: v.cpu() for k, v in dist.all_reduce_sum(tensors).items()}
+            lists = {k: [x for part in dist.gather_object(v) for x in part]
+                     for k, v in state.items() if isinstance(v, list)}
+            state = {**reduced, **lists}
     bar.close()
     module.train(was_training)
-    if dist.is_distributed():
-        tensors = {k: v.to(device) for k, v in state.items() if torch.is_tensor(v)}
-        reduced = {k: v.cpu() for k, v in dist.all_reduce_sum(tensors).items()}
-        lists = {k: [x for part in dist.gather_object(v) for x in part]
-                 for k, v in state.items() if isinstance(v, list)}
-        state = {**reduced, **lists}
-    return state
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+
+
+def score(weights: list[tuple[str, nn.Module]], loader: EvalLoader, device: torch.device,
+          autocast: Callable[[], contextlib.AbstractContextManager], progress_bar: bool,
+          artifacts: Callable[[nn.Module, EvalState, str], None] | None = None) -> dict[str, float]:
+    """`<prefix>/<metric>` of every (prefix, policy) in `weights` on `loader`; `artifacts(policy, state,
+    prefix)` gets each pass's gathered state (figures, prediction files: rank 0 only)."""
+    metrics: dict[str, float] = {}
+    for prefix, module in weights:
+        state = evaluation_state(module, loader, device, autocast, prefix, progress_bar)
+        metrics.update({f"{prefix}/{k}": v for k, v in module.compute_metrics(state).items()})
+        if artifacts is not None:
+            artifacts(module, state, prefix)
+    return metrics

@@ -1,6 +1,7 @@
 """Graceful stop on SIGTERM, SIGINT and SIGUSR1 (preemption, time limits, Ctrl-C).
 
-A handler only records the signal; the trainer acts on it at the next optimizer-step boundary:
+A handler only records the signal; the trainer acts on it at the next optimizer-step boundary (under
+DDP at the one after, when every rank has heard of it without waiting for the device):
 it saves `last.ckpt`, logs how to resume and raises `Interrupted`, a SystemExit with status
 128 + signal number (the shell's convention for "killed by a signal"). A second Ctrl-C aborts at
 once. Under submitit (`launcher=slurm|submitit_local`) its preemption signal (SIGUSR2 unless
@@ -67,6 +68,7 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
         self._preempt: int | None = None
         self._depth = 0
+        self._pending: _HostCopy | None = None  # the latest agreement, not read yet
 
     def __enter__(self) -> StopRequest:
         self._depth += 1
@@ -96,19 +98,34 @@ class StopRequest:
         log.warning("received %s: finishing the current optimizer step, then saving and stopping%s",
                     signal_name(signum), " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else "")
 
-    def agree(self, nonfinite: torch.Tensor) -> tuple[bool, int]:
-        """(the loss is not finite on some rank, the stop signal of some rank or 0), in one all-reduce under
-        DDP that the trainer does anyway for the finiteness check: stopping together costs no extra collective."""
+    def agree(self, nonfinite: torch.Tensor, wait: bool = True) -> tuple[bool, int]:
+        """(some rank's loss was not finite, some rank's stop signal or 0): one all-reduce under DDP, which
+        the trainer does once per optimizer step anyway (for the finiteness check), so stopping together
+        costs no extra collective. `nonfinite` is cumulative and a signal stays set, so a later answer
+        contains every earlier one.
+
+        `wait=False` starts this step's reduction and answers with the previous step's, whose result is
+        on its way to pinned host memory already: the host never waits for the step it just queued (every
+        rank reads the same step's answer, so all stop at the same step, one step after the signal).
+        Without DDP there is nothing to agree: the signal is this process's and `nonfinite` is read only
+        when waiting.
+        """
         import torch
 
         from . import distributed as dist
 
         if not dist.is_distributed():
-            return bool(nonfinite), 0
-        flags = torch.stack([nonfinite.float().reshape(()), torch.tensor(float(self.signum or 0),
-                                                                         device=nonfinite.device)])
+            return (bool(nonfinite) if wait else False), self.signum or 0
+        flags = torch.stack([nonfinite.float().reshape(()), nonfinite.new_full((), float(self.signum or 0),
+                                                                               dtype=torch.float32)])
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        bad, signum = flags.tolist()
+        previous, self._pending = self._pending, _HostCopy(flags)
+        answer = self._pending if wait else previous
+        if answer is None:
+            return False, 0
+        if wait:
+            self._pending = None
+        bad, signum = answer.values()
         return bool(bad), int(signum)
 
     def exit_after_save(self, signum: int, step: int, saved: Path | None, run_dir: Path, main: bool) -> None:
@@ -129,6 +146,28 @@ class StopRequest:
             log.info("handing %s to submitit: the job is requeued and resumes from last.ckpt",
                      signal_name(self.signum))
             handler(self.signum, None)
+
+
+class _HostCopy:
+    """A device tensor on its way to host memory: pinned and asynchronous on CUDA, the tensor itself on CPU."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        import torch
+
+        self.event = None
+        if tensor.device.type == "cuda":
+            self.host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self.host.copy_(tensor, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = tensor
+
+    def values(self) -> list[float]:
+        """The values, once the copy has arrived (waits for the work queued up to the copy, not after it)."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()
 
 
 def resume_hint(run_dir: Path) -> str:

@@ -2,21 +2,54 @@
 
 Training batches are either drawn freely (`data.batch_size` examples, optionally weighted) or are
 fixed groups of examples that the data decides (`data.train_batches()`, e.g. length buckets): then
-the groups are the units that are shuffled, sharded and resumed.
+the groups are the units that are shuffled, sharded and resumed. With `data.num_workers` > 0 the
+workers stay alive across epochs and validations, prefetch, and seed every training example from
+(seed, epoch, rank, batch, slot), so augmentation does not depend on which worker drew it: a resumed
+run sees the same examples as an uninterrupted one. Evaluation batches of a dataset that knows its
+examples' lengths are formed longest first (little padding) and their results put back in file order.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Subset
 
 from . import distributed as dist
 from .interfaces import Data
 from .sampling import ShardedSampler
 from .seed import seed_worker
+
+PREFETCH_BATCHES_PER_WORKER = 4  # enough to ride out one slow batch (a long dialogue, a large image) per worker
+
+
+@runtime_checkable
+class KnowsLengths(Protocol):
+    """A dataset that can say how long each example is (e.g. its token count) without building it."""
+
+    def lengths(self) -> Sequence[int]: ...
+
+
+def limit_batches(limit: int | float | None, n: int) -> int:
+    """`trainer.limit_*_batches`: None = all `n`, a float <= 1 = that fraction (at least 1), an int = at most that."""
+    if limit is None:
+        return n
+    if isinstance(limit, float) and limit <= 1.0:
+        return max(1, int(n * limit))
+    return min(n, int(limit))
+
+
+def worker_options(num_workers: int, pin_memory: bool) -> dict[str, Any]:
+    """DataLoader process options: persistent, prefetching workers when there are any; pinned memory on CUDA."""
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory, "worker_init_fn": seed_worker}
+    if num_workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES_PER_WORKER)
+    return options
 
 
 class GroupSampler(Sampler[list[int]]):
@@ -32,6 +65,47 @@ class GroupSampler(Sampler[list[int]]):
         return len(self.order)
 
 
+def example_seed(seed: int, epoch: int, rank: int, batch: int, slot: int) -> int:
+    """The RNG seed of one training example: the same wherever and whenever it is loaded."""
+    value = seed
+    for part in (epoch, rank, batch, slot):
+        value = (value * 1_000_003 + part) % 2**63
+    return value
+
+
+class SeededBatches(Sampler[list[tuple[int, int]]]):
+    """Training batches as (index, example seed) pairs, for `SeededExamples` in worker processes."""
+
+    def __init__(self, batches: Iterable[list[int]], sampler: ShardedSampler, units_per_batch: int, seed: int) -> None:
+        self.batches, self.sampler, self.units_per_batch, self.seed = batches, sampler, units_per_batch, seed
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        first = self.sampler.start // self.units_per_batch
+        for number, batch in enumerate(self.batches, start=first):
+            yield [(index, example_seed(self.seed, self.sampler.epoch, self.sampler.rank, number, slot))
+                   for slot, index in enumerate(batch)]
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+
+class SeededExamples(Dataset):
+    """Seeds python, numpy and torch from the pair's seed, then loads the example (inside a worker)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        return self.dataset[index]
+
+
 class TrainLoader:
     """The training DataLoader plus what resuming needs: the sampler and how many units make a batch."""
 
@@ -44,11 +118,12 @@ class TrainLoader:
                                       world_size=dist.world_size(), pad=True, weights=weights)
         self.units_per_batch = 1 if groups is not None else data.batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        batching = ({"batch_sampler": GroupSampler(groups, self.sampler)} if groups is not None
-                    else {"batch_size": data.batch_size, "sampler": self.sampler})
-        self.loader = DataLoader(dataset, collate_fn=data.collate, num_workers=data.num_workers,
-                                 worker_init_fn=seed_worker, generator=self.generator, pin_memory=pin_memory,
-                                 **batching)
+        batches: Sampler = (GroupSampler(groups, self.sampler) if groups is not None
+                            else BatchSampler(self.sampler, data.batch_size, drop_last=False))
+        if data.num_workers > 0:  # a worker's own RNG stream would depend on which batches it drew before
+            batches, dataset = SeededBatches(batches, self.sampler, self.units_per_batch, seed), SeededExamples(dataset)
+        self.loader = DataLoader(dataset, batch_sampler=batches, collate_fn=data.collate, generator=self.generator,
+                                 **worker_options(data.num_workers, pin_memory))
 
     def batches_per_epoch(self) -> int:
         return math.ceil(self.sampler.epoch_length() / self.units_per_batch)
@@ -61,13 +136,53 @@ class TrainLoader:
         return iter(self.loader)
 
 
-def eval_loader(data: Data, dataset: Dataset, seed: int, pin_memory: bool) -> DataLoader:
-    """Every example once, in order, split across ranks without padding."""
-    sampler = ShardedSampler(len(dataset), shuffle=False, seed=seed, rank=dist.rank(), world_size=dist.world_size(),
-                             pad=False)
-    return DataLoader(dataset, batch_size=data.eval_batch_size, sampler=sampler, collate_fn=data.collate,
-                      num_workers=data.num_workers, worker_init_fn=seed_worker,
-                      generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory)
+class EvalBatches(Sampler[list[int]]):
+    """One rank's evaluation batches: its examples once, cut to `limit` batches, sorted longest first when
+    their lengths are known (the same examples either way); `positions[j]` is where the j-th example
+    yielded stands in the unsorted order."""
+
+    def __init__(self, indices: list[int], batch_size: int, limit: int | float | None,
+                 lengths: Sequence[int] | None) -> None:
+        chosen = indices[: limit_batches(limit, math.ceil(len(indices) / batch_size)) * batch_size]
+        order = list(range(len(chosen)))
+        if lengths is not None:
+            order.sort(key=lambda position: -lengths[chosen[position]])  # stable: ties keep file order
+        self.positions = order
+        self.batches = [[chosen[p] for p in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def in_file_order(self, values: list[Any]) -> list[Any]:
+        """Per-example `values` collected in batch order, put back in the unsorted order."""
+        restored: list[Any] = [None] * len(values)
+        for value, position in zip(values, self.positions):
+            restored[position] = value
+        return restored
+
+
+class EvalLoader:
+    """An evaluation DataLoader and its `EvalBatches` (which evaluation needs to restore the file order)."""
+
+    def __init__(self, data: Data, dataset: Dataset, seed: int, pin_memory: bool,
+                 limit: int | float | None = None) -> None:
+        """Every example once (the first `limit` batches' worth with a limit), split across ranks unpadded."""
+        shard = list(ShardedSampler(len(dataset), shuffle=False, seed=seed, rank=dist.rank(),
+                                    world_size=dist.world_size(), pad=False))
+        lengths = dataset.lengths() if isinstance(dataset, KnowsLengths) else None
+        self.batches = EvalBatches(shard, data.eval_batch_size, limit, lengths)
+        self.loader = DataLoader(dataset, batch_sampler=self.batches, collate_fn=data.collate,
+                                 generator=torch.Generator().manual_seed(seed),
+                                 **worker_options(data.num_workers, pin_memory))
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def overfit_subset(dataset: Dataset, batches: int, batch_size: int) -> Dataset:

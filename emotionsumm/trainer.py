@@ -1,8 +1,9 @@
 """The training loop: plain PyTorch, task-agnostic (it only knows the `Data` and `Policy` protocols).
 
 Owns gradient accumulation, clipping, mixed precision, the EMA update, validation, early stopping,
-checkpoints with exact resume, stop signals, TensorBoard scalars and DDP. Where the run stands
-lives in `state.TrainState`; loaders in `loaders`; one evaluation pass in `evaluation`.
+checkpoints with exact resume, stop signals, TensorBoard scalars, DDP and `torch.compile`. Steps that
+neither log nor save read nothing from the device (`meter.StepChecks`). Where the run stands lives in
+`state.TrainState`; loaders in `loaders`; one evaluation pass in `evaluation`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from tqdm import tqdm
 from . import distributed as dist
 from .checkpoint import LAST, Checkpointer, find_resume, restore_training, training_payload
 from .config import flatten, require_choice, require_range
-from .devices import PRECISIONS, autocast, device_for
+from .devices import PRECISIONS, autocast, compiled_graphs, device_for
 from .ema import EMA
-from .evaluation import evaluation_state, limit_batches, to_device
+from .evaluation import score, to_device
 from .interfaces import Data, Policy
 from .interrupt import StopRequest, signal_name
-from .loaders import TrainLoader, eval_loader, overfit_subset
+from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
 from .loggers import MetricLogger, NullLogger, grad_norm
-from .meter import TrainMeter
+from .meter import StepChecks, TrainMeter
 from .state import EarlyStopping, TrainState
 
 log = logging.getLogger(__name__)
+VALIDATE_RAW = ("never", "final", "always")
+
 
 class Trainer:
     """Fits a policy on a data object; see conf/trainer/default.yaml for every option."""
@@ -47,12 +50,17 @@ class Trainer:
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
                  resume: str | None = None, test_after_fit: bool = True, progress_bar: bool = True,
                  accelerator: str = "auto", seed: int = 0, deterministic: bool = False,
+                 validate_raw: str = "final", compile: bool = False,
                  logger: Callable[..., MetricLogger] | None = None, ema: Callable[[nn.Module], EMA] | None = None,
                  run_config: dict[str, Any] | None = None, stop: StopRequest | None = None) -> None:
         precision = str(precision)
         require_choice("trainer.precision", precision, PRECISIONS)
         require_range("trainer.accumulate_grad_batches", accumulate_grad_batches, 1)
         require_choice("trainer.mode", mode, ("min", "max"))
+        require_choice("trainer.validate_raw", validate_raw, VALIDATE_RAW)
+        if monitor.startswith("val_raw/") and validate_raw != "always":
+            raise ValueError(f"trainer.monitor={monitor} needs the raw weights at every validation: set "
+                             f"trainer.validate_raw=always (not {validate_raw})")
         if max_steps <= 0 and (max_epochs is None or max_epochs <= 0):
             raise ValueError("set trainer.max_steps > 0 or trainer.max_epochs > 0 (both are off)")
         if fast_dev_run:
@@ -68,6 +76,7 @@ class Trainer:
         self.overfit_batches, self.log_every_n_steps = overfit_batches, max(1, log_every_n_steps)
         self.monitor, self.resume, self.test_after_fit = monitor, resume, test_after_fit
         self.progress_bar, self.seed = progress_bar, seed
+        self.validate_raw, self.compile = validate_raw, compile
         self.logger_factory, self.ema_factory = logger, ema
         self.config = run_config or {}
         self.device = device_for(accelerator)
@@ -88,15 +97,25 @@ class Trainer:
         self.stop_reason: str | None = None
         self.interrupted: int | None = None  # the signal every rank agreed to stop on
         self.batches_per_epoch = 0
+        self.checks = StepChecks(self.device, self.stop)  # finite losses, stop signals
+        self._compiled: nn.Module | None = None
         self._resumed: tuple[dict[str, Any], Path] | None = None
+
+    @property
+    def _last_path(self) -> Path:
+        return self.checkpointer.directory / LAST
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.precision)
 
     def _wrap(self) -> None:
-        """(Re)wrap in DDP; needed again whenever the set of trainable parameters changes."""
+        """(Re)wrap in DDP; needed again whenever the set of trainable parameters changes. `trainer.compile`
+        compiles the training forward once (checkpoints, EMA and evaluation see the plain policy)."""
+        if self.compile and self._compiled is None:
+            self._compiled = torch.compile(self.policy)
+        module = self._compiled if self.compile else self.policy
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = DistributedDataParallel(self.policy, device_ids=ids) if dist.is_distributed() else self.policy
+        self.model = DistributedDataParallel(module, device_ids=ids) if dist.is_distributed() else module
 
     def fit(self, policy: Policy, data: Data, optimizer: torch.optim.Optimizer,
             scheduler: Callable[..., Any] | None = None) -> dict[str, float]:
@@ -111,7 +130,8 @@ class Trainer:
             train_set = val_set = overfit_subset(train_set, self.overfit_batches, data.batch_size)
         pin = self.device.type == "cuda"
         train = TrainLoader(data, train_set, self.seed, pin, plain=bool(self.overfit_batches))
-        val = eval_loader(data, val_set, self.seed, pin) if val_set is not None and len(val_set) else None
+        val = EvalLoader(data, val_set, self.seed, pin, self.limits["val"]) if val_set is not None and len(val_set) \
+            else None
         self.batches_per_epoch = limit_batches(self.limits["train"], train.batches_per_epoch())
         per_epoch = -(-self.batches_per_epoch // self.accumulate)  # optimizer steps (ceil)
         total = self.max_steps if self.max_steps > 0 else self.max_epochs * per_epoch
@@ -157,24 +177,28 @@ class Trainer:
             bar.set_description(f"epoch {state.epoch}")
             self.model.train()
             batches = train.epoch(state.epoch, state.batch_in_epoch, self.seed)
-            stop_signal = 0
             while state.batch_in_epoch < self.batches_per_epoch and self.stop_reason is None:
                 batch = to_device(next(batches), self.device)
                 state.batch_in_epoch += 1
                 is_step = state.batch_in_epoch % self.accumulate == 0 or state.batch_in_epoch == self.batches_per_epoch
                 sync = self.model.no_sync() if isinstance(self.model, DistributedDataParallel) and not is_step \
                     else contextlib.nullcontext()
+                graphs = compiled_graphs() if self.compile else 0
                 with sync:
                     with self._autocast():
                         loss = self.model(batch)
-                    stop_signal = self._check_finite(loss)
+                    self._check_finite(loss)
                     self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
                 meter.add(loss, len(next(iter(batch.values()))))
+                if self.compile and compiled_graphs() != graphs:
+                    meter.restart_clock()  # the compile warm-up is no training throughput
                 if not is_step:
                     continue
                 norm = self._optimizer_step()
-                if state.step % self.log_every_n_steps == 0:
-                    self._log_train(*meter.read(), norm, bar)
+                log_step = state.step % self.log_every_n_steps == 0
+                self.checks.run(state.step, log_step, self._last_path)  # validations and saves check anyway
+                if log_step:
+                    self._log_train(meter, norm, bar)
                 hist = self.logger.histogram_every_n_steps
                 if hist and state.step % hist == 0:
                     self.logger.log_histograms(self.policy, state.step)
@@ -182,23 +206,25 @@ class Trainer:
                 bar.update(1)
                 if self.max_steps > 0 and state.step >= self.max_steps:
                     self.stop_reason = f"reached trainer.max_steps={self.max_steps}"
-                if val is not None and self.val_every_n_steps and state.step % self.val_every_n_steps == 0:
-                    self._validate_and_checkpoint(val)
-                elif self.checkpoint_every_n_steps and state.step % self.checkpoint_every_n_steps == 0:
-                    self._save(None)
-                if not dist.is_distributed():  # one process: no need to agree, stop right after this step
-                    stop_signal = self.stop.signum or 0
-                if stop_signal and self.stop_reason is None:
-                    self.interrupted = stop_signal
-                    self.stop_reason = f"stopped by {signal_name(stop_signal)}"
+                with meter.paused():
+                    if val is not None and self.val_every_n_steps and state.step % self.val_every_n_steps == 0:
+                        self._validate_and_checkpoint(val)
+                    elif self.checkpoint_every_n_steps and state.step % self.checkpoint_every_n_steps == 0:
+                        self._save(None)
+                if not dist.is_distributed():  # one process: nothing to agree on, stop right after this step
+                    self.checks.agreed_stop = self.stop.signum or 0
+                if self.checks.agreed_stop and self.stop_reason is None:
+                    self.interrupted = self.checks.agreed_stop
+                    self.stop_reason = f"stopped by {signal_name(self.interrupted)}"
             if state.batch_in_epoch >= self.batches_per_epoch:  # the epoch ran to its end
                 state.epoch += 1
                 state.batch_in_epoch = 0
                 every = self.val_every_n_epochs
-                if val is not None and every and state.epoch % every == 0 and state.last_val_step != state.step:
-                    self._validate_and_checkpoint(val)
-                elif state.last_save_step != state.step:
-                    self._save(None)
+                with meter.paused():
+                    if val is not None and every and state.epoch % every == 0 and state.last_val_step != state.step:
+                        self._validate_and_checkpoint(val)
+                    elif state.last_save_step != state.step:
+                        self._save(None)
         if self.stop_reason is None:
             self.stop_reason = (f"reached trainer.max_steps={self.max_steps}" if self.max_steps > 0
                                 else f"reached trainer.max_epochs={self.max_epochs}")
@@ -212,35 +238,22 @@ class Trainer:
             self._save(None)
         log.info("training stopped at step %d (epoch %d): %s", state.step, state.epoch, self.stop_reason)
 
-    def _log_train(self, loss: float, samples_per_s: float, norm: float | None, bar: tqdm) -> None:
-        scalars = {"train/loss": loss, "train/epoch": self.state.epoch, "train/samples_per_s": samples_per_s}
-        if norm is not None:
-            scalars["train/grad_norm"] = norm
-        for group in self.optimizer.param_groups:
-            scalars[f"lr/{group.get('name', 'default')}"] = group["lr"]
+    def _log_train(self, meter: TrainMeter, norm: torch.Tensor | float | None, bar: tqdm) -> None:
+        scalars = meter.read_scalars(norm, self.state.epoch, self.optimizer.param_groups)
         self.logger.log_scalars(scalars, self.state.step)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
 
-    def _check_finite(self, loss: torch.Tensor) -> int:
-        """Raise if the loss is not finite on any rank; return the stop signal the ranks agree on (0: none)."""
-        bad, stop_signal = self.stop.agree(~torch.isfinite(loss.detach()))
-        if bad:
-            last = self.checkpointer.directory / LAST
-            kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-            raise FloatingPointError(
-                f"loss is {loss.item()} at optimizer step {self.state.step + 1} (epoch {self.state.epoch}, batch "
-                f"{self.state.batch_in_epoch}); training stopped and {kept}. Lower optimizer.lr, set "
-                "trainer.gradient_clip_val, or check the data."
-            )
-        return stop_signal
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Note a micro-batch's loss on the device; `StepChecks.run` reads the notes on log steps and before saves."""
+        self.checks.add(loss, (self.state.step + 1, self.state.epoch, self.state.batch_in_epoch))
 
-    def _optimizer_step(self) -> float | None:
+    def _optimizer_step(self) -> torch.Tensor | float | None:
         norm = None
         log_step = self.state.step % self.log_every_n_steps == self.log_every_n_steps - 1
         if self.clip or (log_step and not isinstance(self.logger, NullLogger)):
             self.scaler.unscale_(self.optimizer)
             if self.clip:
-                norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip))
+                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip)  # read when logged
             else:
                 norm = grad_norm(self.policy)
         self.scaler.step(self.optimizer)
@@ -274,28 +287,34 @@ class Trainer:
         self.logger.close()
         return metrics
 
-    def _score(self, loader: Any, split: str, limit: int | float | None) -> dict[str, float]:
-        """Metrics of a split: `<split>/…` for the weights evaluate/predict use (EMA if on), `<split>_raw/…` raw."""
-        weights = [(split, self.ema.module if self.ema else self.policy)]
-        if self.ema is not None:
+    def _score(self, loader: EvalLoader, split: str, raw: bool, main: bool = True) -> dict[str, float]:
+        """Metrics of a split: `<split>/…` for the weights evaluate/predict use (EMA if on) unless not `main`,
+        and with `raw` and EMA on, `<split>_raw/…` for the raw weights."""
+        weights = [(split, self.ema.module if self.ema else self.policy)] if main else []
+        if self.ema is not None and raw:
             weights.append((f"{split}_raw", self.policy))
-        metrics: dict[str, float] = {}
-        batches = limit_batches(limit, len(loader))
-        for prefix, module in weights:
-            state = evaluation_state(module, loader, batches, self.device, self._autocast, prefix, self.progress_bar)
-            metrics.update({f"{prefix}/{k}": v for k, v in module.compute_metrics(state).items()})
+        def artifacts(module: nn.Module, state: dict[str, Any], prefix: str) -> None:  # of the main weights
             if prefix == split and dist.is_main():
                 module.log_artifacts(state, self.logger, prefix, self.state.step, self.run_dir)
+
+        metrics = score(weights, loader, self.device, self._autocast, self.progress_bar, artifacts)
         self.logger.log_scalars(metrics, self.state.step)
         return metrics
 
-    def _validate_and_checkpoint(self, loader: Any) -> None:
-        metrics = self._score(loader, "val", self.limits["val"])
+    def _validate_and_checkpoint(self, loader: EvalLoader) -> None:
+        """Validate (raw weights too as `trainer.validate_raw` says: always, or at the run's last validation),
+        update early stopping, save."""
+        self.checks.ensure_checked(self.state.step, self._last_path)  # never validate NaN weights
+        final = self.stop_reason is not None or self._finished()
+        raw = self.validate_raw == "always" or (self.validate_raw == "final" and final)
+        metrics = self._score(loader, "val", raw)
+        self.stop_reason = self.state.early_stopping.update(metrics) or self.stop_reason
+        if self.stop_reason is not None and not raw and self.validate_raw == "final":  # stopped early: final now
+            metrics.update(self._score(loader, "val", raw=True, main=False))
         self.state.val_metrics, self.state.last_val_step = metrics, self.state.step
         shown = {*self.policy.summary_metrics(), self.monitor.split("/")[-1]}
         log.info("step %d: %s", self.state.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                            if k.split("/")[-1] in shown))
-        self.stop_reason = self.state.early_stopping.update(metrics) or self.stop_reason
         self._save(metrics)
 
     def evaluate(self, policy: Policy, data: Data, split: str) -> dict[str, float]:
@@ -308,14 +327,15 @@ class Trainer:
         dataset = data.dataset(split)
         if dataset is None or len(dataset) == 0:
             raise ValueError(f"split '{split}' is empty or missing (data.files.{split})")
-        loader = eval_loader(data, dataset, self.seed, self.device.type == "cuda")
-        return self._score(loader, split, self.limits["test"])
+        loader = EvalLoader(data, dataset, self.seed, self.device.type == "cuda", self.limits["test"])
+        return self._score(loader, split, raw=self.validate_raw != "never")
 
     def _save(self, metrics: dict[str, float] | None, last: bool = False) -> None:
         """Checkpoint on rank 0; every rank contributes its RNG state (same decision on every rank).
 
         `last=True` writes last.ckpt even with trainer.save_last=false (the save at a stop signal).
         """
+        self.checks.ensure_checked(self.state.step, self._last_path)
         self.state.last_save_step = self.state.step
         self.logger.flush()
         if not self.writes_checkpoints:

@@ -28,6 +28,10 @@ class TextDataset(TableDataset):
     def transform(self, value: dict[str, Any], train: bool) -> dict[str, Any]:
         return dict(value)
 
+    def lengths(self) -> list[int]:
+        """Token counts: evaluation batches length-sorted examples so that little padding is computed."""
+        return [len(value["input_ids"]) for value in self.inputs]
+
 
 class TextClassificationData(TableData):
     """Reads a text classification task and builds what the model and policy need.

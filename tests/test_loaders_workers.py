@@ -1,0 +1,52 @@
+"""Data loading with worker processes: persistent, prefetching workers whose augmentation randomness is a
+function of (seed, epoch, rank, batch, slot), so resuming mid-epoch and the number of workers change nothing."""
+
+from __future__ import annotations
+
+import torch
+
+from emotionsumm.checkpoint import load_checkpoint
+from emotionsumm.loaders import EvalLoader, TrainLoader, worker_options
+
+from .tiny_task import fit_tiny, tiny_data
+
+
+def test_workers_persist_and_prefetch_and_memory_is_pinned_only_when_asked():
+    assert worker_options(0, False) == {"num_workers": 0, "pin_memory": False, "worker_init_fn": worker_options(
+        0, False)["worker_init_fn"]}
+    options = worker_options(2, True)
+    assert options["persistent_workers"] and options["prefetch_factor"] >= 2 and options["pin_memory"]
+    data = tiny_data(noise=True, num_workers=2)
+    train = TrainLoader(data, data.dataset("train"), seed=0, pin_memory=False)
+    val = EvalLoader(data, data.dataset("val"), seed=0, pin_memory=False)
+    assert train.loader.persistent_workers and val.loader.persistent_workers
+
+
+def _noise_of_epoch(data, epoch: int, start_batch: int = 0) -> list[list[float]]:
+    train = TrainLoader(data, data.dataset("train"), seed=3, pin_memory=False)
+    return [batch["noise"].tolist() for batch in train.epoch(epoch, start_batch, seed=3)]
+
+
+def test_augmentation_depends_on_the_example_slot_not_on_the_worker_or_a_resume():
+    one = _noise_of_epoch(tiny_data(noise=True, num_workers=1), epoch=1)
+    two = _noise_of_epoch(tiny_data(noise=True, num_workers=2), epoch=1)
+    resumed = _noise_of_epoch(tiny_data(noise=True, num_workers=2), epoch=1, start_batch=5)
+    assert one == two and resumed == two[5:]
+    assert len({x for batch in two for x in batch}) == 64  # every example drew its own noise
+    assert _noise_of_epoch(tiny_data(noise=True, num_workers=2), epoch=2) != two  # and again each epoch
+
+
+def _weights(run_dir):
+    ckpt = load_checkpoint(run_dir / "checkpoints/last.ckpt")
+    return ckpt["step"], ckpt["policy"], ckpt["ema"]["module"]
+
+
+def test_resume_mid_epoch_with_workers_is_bitwise_identical(tmp_path):
+    options = {"val_every_n_steps": 6, "checkpoint_every_n_steps": 5, "test_after_fit": False}
+    fit_tiny(tmp_path / "full", tiny_data(noise=True, num_workers=1), max_steps=20, **options)
+    fit_tiny(tmp_path / "cut", tiny_data(noise=True, num_workers=1), max_steps=5, **options)  # mid-epoch 0
+    fit_tiny(tmp_path / "cut", tiny_data(noise=True, num_workers=1), max_steps=20, resume="auto", **options)
+    step_a, raw_a, ema_a = _weights(tmp_path / "full")
+    step_b, raw_b, ema_b = _weights(tmp_path / "cut")
+    assert step_a == step_b == 20
+    assert all(torch.equal(raw_a[k], raw_b[k]) and torch.equal(ema_a[k], ema_b[k]) for k in raw_a)

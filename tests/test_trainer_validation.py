@@ -1,0 +1,97 @@
+"""Validation that costs what it must: raw weights validated as `trainer.validate_raw` says, evaluation
+under inference mode, length-sorted evaluation batches with the results of unsorted ones."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from emotionsumm.evaluation import evaluation_state
+from emotionsumm.loaders import EvalLoader
+
+from .tiny_task import TinyPolicy, fit_tiny, tiny_data
+
+VALIDATIONS = [2, 4, 6]  # val_every_n_steps=2, max_steps=6
+
+
+def raw_validation_steps(trainer) -> list[int]:
+    return [step for step, tags in sorted(trainer.logger.scalars.items()) if "val_raw/acc" in tags]
+
+
+@pytest.mark.parametrize(("validate_raw", "raw_steps"), [("never", []), ("final", [6]), ("always", VALIDATIONS)])
+def test_raw_weights_are_validated_never_at_the_end_or_always(tmp_path, validate_raw, raw_steps):
+    trainer, metrics = fit_tiny(tmp_path, val_every_n_steps=2, validate_raw=validate_raw)
+    assert [s for s, tags in sorted(trainer.logger.scalars.items()) if "val/acc" in tags] == VALIDATIONS
+    assert raw_validation_steps(trainer) == raw_steps
+    assert ("val_raw/acc" in metrics) == bool(raw_steps)  # the last validation's metrics
+    assert ("test_raw/acc" in metrics) == (validate_raw != "never")
+    assert "test/acc" in metrics and "best/val/acc" in metrics
+
+
+def test_the_monitored_metric_and_the_best_checkpoint_do_not_depend_on_validate_raw(tmp_path):
+    _, always = fit_tiny(tmp_path / "always", val_every_n_steps=2, validate_raw="always")
+    _, never = fit_tiny(tmp_path / "never", val_every_n_steps=2, validate_raw="never")
+    assert {k: v for k, v in always.items() if "_raw/" not in k} == never
+    assert sorted(p.name for p in (tmp_path / "always/checkpoints").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "never/checkpoints").iterdir())
+
+
+def test_early_stopping_makes_its_validation_the_final_one_with_raw_weights(tmp_path):
+    trainer, metrics = fit_tiny(tmp_path, max_steps=40, val_every_n_steps=1, early_stopping_patience=1,
+                                early_stopping_min_delta=10.0, validate_raw="final")
+    assert metrics["step"] == 2  # the second validation cannot improve by 10: stop
+    assert raw_validation_steps(trainer) == [2] and "val_raw/acc" in metrics
+
+
+def test_monitoring_raw_weights_needs_validate_raw_always(tmp_path):
+    from emotionsumm.trainer import Trainer
+
+    with pytest.raises(ValueError, match=r"trainer.monitor=val_raw/acc .*trainer.validate_raw=always \(not final\)"):
+        Trainer(run_dir=tmp_path, monitor="val_raw/acc", validate_raw="final")
+    with pytest.raises(ValueError, match=r"trainer.validate_raw"):
+        Trainer(run_dir=tmp_path, validate_raw="sometimes")
+
+
+def _evaluate(policy, data, limit=None):
+    loader = EvalLoader(data, data.dataset("val"), seed=0, pin_memory=False, limit=limit)
+    policy.padded_tokens = 0
+    state = evaluation_state(policy, loader, torch.device("cpu"), contextlib.nullcontext, "val", False)
+    return state, policy.compute_metrics(state), policy.padded_tokens, [len(b) for b in loader.batches]
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_length_sorted_evaluation_gives_the_results_of_unsorted_evaluation_with_less_padding(limit):
+    torch.manual_seed(0)
+    policy = TinyPolicy().eval()
+    sorted_state, sorted_metrics, sorted_pad, sizes = _evaluate(policy, tiny_data(n_val=60, lengths=True), limit)
+    plain_state, plain_metrics, plain_pad, plain_sizes = _evaluate(policy, tiny_data(n_val=60, lengths=False), limit)
+    expected = list(range(60))[: 16 if limit else 60]  # a limit keeps the same examples: the first batches' worth
+    assert plain_state["index"] == sorted_state["index"] == expected  # per-example lists back in file order
+    assert sorted_state["predictions"] == plain_state["predictions"]
+    assert torch.equal(sorted_state["confusion"], plain_state["confusion"])
+    assert sorted_metrics["acc"] == plain_metrics["acc"]
+    assert sorted_metrics["loss"] == pytest.approx(plain_metrics["loss"], rel=1e-6)  # float32 sums, other order
+    assert sizes == plain_sizes
+    assert sorted_pad < 0.7 * plain_pad
+
+
+def test_evaluation_runs_under_inference_mode_and_training_continues_afterwards(tmp_path):
+    seen = []
+    step = TinyPolicy.evaluation_step
+
+    def spy(self, batch, state):
+        seen.append(torch.is_inference_mode_enabled())
+        step(self, batch, state)
+
+    TinyPolicy.evaluation_step = spy
+    try:  # validations between training steps, EMA and BatchNorm buffers in play
+        trainer, metrics = fit_tiny(tmp_path, max_steps=6, val_every_n_steps=1, validate_raw="always",
+                                    test_after_fit=False)
+    finally:
+        TinyPolicy.evaluation_step = step
+    assert seen and all(seen)
+    assert metrics["step"] == 6 and trainer.policy.norm.num_batches_tracked.item() == 6
+    assert not any(t.is_inference() for t in [*trainer.policy.state_dict().values(),
+                                               *trainer.ema.module.state_dict().values()])
