@@ -128,7 +128,7 @@ def load_job(run_dir: Path) -> Job:
     for item in read_yaml(run_dir / OVERRIDES_FILE) or []:
         key, _, value = str(item).partition("=")
         overrides[key.lstrip("+~")] = value
-    trainer = (read_yaml(run_dir / CONFIG_FILE) or {}).get("trainer") or {}
+    config = read_yaml(run_dir / CONFIG_FILE) or {}
     metrics_file = run_dir / METRICS_FILE
     metrics = None
     if metrics_file.is_file():
@@ -139,8 +139,21 @@ def load_job(run_dir: Path) -> Job:
     if error_file.is_file():
         lines = [line for line in error_file.read_text().splitlines() if line.strip()]
         error = lines[-1] if lines else "failed"
-    return Job(run_dir, overrides, metrics, str(trainer.get("monitor", "val/loss")),
-               str(trainer.get("mode", "min")), error)
+    return Job(run_dir, overrides, metrics, str(setting(config, "trainer.monitor", "val/loss")),
+               str(setting(config, "trainer.mode", "min")), error)
+
+
+def setting(config: Mapping[str, Any], key: str, default: Any) -> Any:
+    """`key` of a run's stored config, its interpolation resolved (trainer.monitor follows data.monitor)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(OmegaConf.create(dict(config)), key, default=default)
+    except Exception:  # noqa: BLE001 - e.g. `${hydra:…}` outside Hydra: the raw value is what we have
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part, {}) if isinstance(node, Mapping) else {}
+        return node if node != {} else default
 
 
 def is_run_dir(path: Path) -> bool:

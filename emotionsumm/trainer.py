@@ -152,18 +152,19 @@ class Trainer:
         bar = tqdm(total=total, initial=self.state.step, disable=not (self.progress_bar and dist.is_main()),
                    dynamic_ncols=True, desc="train")
         with self.stop:
-            try:
-                self._train_loop(train, val, bar)
+            try:  # whatever fails (training, the final test, hparams), the loggers are closed (a run ends FAILED)
+                try:
+                    self._train_loop(train, val, bar)
+                finally:
+                    bar.close()
+                if self.interrupted is None:  # a signal that arrived after the last optimizer step
+                    self.interrupted = self.stop.agree(torch.zeros((), dtype=torch.bool, device=self.device))[1] or None
+                if self.interrupted is not None:
+                    self._stop_interrupted()
+                return self._finish(data)
             except BaseException:
                 self.logger.close()
                 raise
-            finally:
-                bar.close()
-            if self.interrupted is None:  # a signal that arrived after the last optimizer step
-                self.interrupted = self.stop.agree(torch.zeros((), dtype=torch.bool, device=self.device))[1] or None
-            if self.interrupted is not None:
-                self._stop_interrupted()
-            return self._finish(data)
 
     def _finished(self) -> bool:
         """max_steps, when set, decides the length of the run; otherwise max_epochs does."""

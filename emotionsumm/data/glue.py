@@ -25,8 +25,10 @@ class GlueData(TextClassificationData):
     """
 
     def __init__(self, glue_task: str, glue_dir: str | None, files: dict[str, str | None],
-                 demo: bool = False, demo_dir: str | None = None, **text: Any) -> None:
+                 demo: bool = False, demo_dir: str | None = None, monitor: str | None = None,
+                 **text: Any) -> None:
         self.glue_task = glue_task
+        self.monitor = monitor  # the task's score, which trainer.monitor follows (conf/trainer/default.yaml)
         self.root = Path(str(demo_dir if demo else glue_dir)).expanduser()
         rooted = {split: str(self.root / name) if name else None for split, name in files.items()}
         super().__init__(files=rooted, demo=demo, demo_dir=demo_dir, **text)
