@@ -49,6 +49,7 @@ class Seq2SeqPolicy(ModelHooks, nn.Module):
                              f"but the model has {decoder_positions}; lower policy.max_new_tokens")
         self.model = model
         self.tokenizer = tokenizer
+        self._labels_start_with_start: bool | None = None  # decided on the first batch (see targets)
         self.label_smoothing = label_smoothing
         self.generation = {"num_beams": num_beams, "length_penalty": length_penalty,
                            "no_repeat_ngram_size": no_repeat_ngram_size, "max_new_tokens": max_new_tokens,
@@ -61,7 +62,10 @@ class Seq2SeqPolicy(ModelHooks, nn.Module):
         """(decoder inputs, labels): labels without a leading decoder-start token (BERT's [CLS],
         our BPE's <s>), decoder inputs = start token + labels shifted right, pads for -100."""
         start = self.model.decoder_start_token_id
-        if labels.size(1) > 1 and bool((labels[:, 0] == start).all()):
+        if self._labels_start_with_start is None:  # a tokenizer adds the start token to every summary or to none:
+            # read once, not per micro-batch (a host sync that stalls a GPU)
+            self._labels_start_with_start = labels.size(1) > 1 and bool((labels[:, 0] == start).all())
+        if self._labels_start_with_start and labels.size(1) > 1:
             labels = labels[:, 1:]
         inputs = labels.new_full(labels.shape, start)
         inputs[:, 1:] = labels[:, :-1]
