@@ -50,7 +50,7 @@ class Trainer:
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0,
                  resume: str | None = None, test_after_fit: bool = True, progress_bar: bool = True,
                  accelerator: str = "auto", seed: int = 0, deterministic: bool = False,
-                 validate_raw: str = "final", compile: bool = False,
+                 validate_raw: str = "final", compile: bool = False, compile_backend: str = "inductor",
                  logger: Callable[..., MetricLogger] | None = None, ema: Callable[[nn.Module], EMA] | None = None,
                  run_config: dict[str, Any] | None = None, stop: StopRequest | None = None) -> None:
         precision = str(precision)
@@ -76,7 +76,7 @@ class Trainer:
         self.overfit_batches, self.log_every_n_steps = overfit_batches, max(1, log_every_n_steps)
         self.monitor, self.resume, self.test_after_fit = monitor, resume, test_after_fit
         self.progress_bar, self.seed = progress_bar, seed
-        self.validate_raw, self.compile = validate_raw, compile
+        self.validate_raw, self.compile, self.compile_backend = validate_raw, compile, compile_backend
         self.logger_factory, self.ema_factory = logger, ema
         self.config = run_config or {}
         self.device = device_for(accelerator)
@@ -112,7 +112,7 @@ class Trainer:
         """(Re)wrap in DDP; needed again whenever the set of trainable parameters changes. `trainer.compile`
         compiles the training forward once (checkpoints, EMA and evaluation see the plain policy)."""
         if self.compile and self._compiled is None:
-            self._compiled = torch.compile(self.policy)
+            self._compiled = torch.compile(self.policy, backend=self.compile_backend)
         module = self._compiled if self.compile else self.policy
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.model = DistributedDataParallel(module, device_ids=ids) if dist.is_distributed() else module

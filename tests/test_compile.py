@@ -6,7 +6,6 @@ exactly as precise as eager); tests/e2e/test_compile.py trains with the real ind
 
 from __future__ import annotations
 
-import functools
 import time
 
 import pytest
@@ -32,7 +31,14 @@ def eager_compile(monkeypatch):
         return graph.forward
 
     torch._dynamo.reset()
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=slow_eager))
+    real_compile = torch.compile
+    backends = clock["backends"] = []
+
+    def compile_eagerly(model, backend="inductor", **kwargs):  # the trainer's trainer.compile_backend is noted
+        backends.append(backend)
+        return real_compile(model, backend=slow_eager, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
     yield clock
     torch._dynamo.reset()
 
@@ -44,7 +50,7 @@ def _last(run_dir):
 def test_a_compiled_run_trains_like_eager_and_saves_plain_names(tmp_path, eager_compile):
     options = {"max_steps": 6, "val_every_n_steps": 3, "test_after_fit": True}
     compiled, compiled_metrics = fit_tiny(tmp_path / "compiled", compile=True, **options)
-    assert eager_compile["compiles"] >= 1
+    assert eager_compile["compiles"] >= 1 and eager_compile["backends"] == ["inductor"]  # trainer.compile_backend
     assert isinstance(compiled.model, torch._dynamo.eval_frame.OptimizedModule)
     _, eager_metrics = fit_tiny(tmp_path / "eager", compile=False, **options)
     assert compiled_metrics == eager_metrics  # evaluation and test work and see the same weights
