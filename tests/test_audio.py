@@ -218,13 +218,19 @@ def test_train_evaluate_predict_on_demo_data(tmp_path):
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"])
     assert json.loads((tmp_path / "eval/metrics.json").read_text())["test/uar"] == pytest.approx(metrics["test/uar"])
 
-    root = Path(make_cfg(tmp_path / "paths", tiny).data.root)
+    embeddings = predict_three_demo_clips(best, Path(make_cfg(tmp_path / "paths", tiny).data.root), tmp_path)
+    assert embeddings.shape == (3, 8)  # width 4, depth 2: 8 channels pooled
+
+
+def predict_three_demo_clips(ckpt_path: Path, root: Path, tmp_path: Path) -> np.ndarray:
+    """`predict` of three demo clips through the CLI with their embeddings: checks the rows, returns those."""
     clips = sorted(str(p) for p in (root / "wav").glob("*.wav"))[:3]
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("\n".join(clips) + "\n")
     emb = tmp_path / "emb.npy"
-    proc = cli("predict", f"ckpt={best}", f"input={inputs}", "export_embeddings=true", f"embeddings_path={emb}")
+    proc = cli("predict", f"ckpt={ckpt_path}", f"input={inputs}", "export_embeddings=true", f"embeddings_path={emb}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split("\t") for line in proc.stdout.strip().splitlines()]
-    assert len(rows) == 3 and all(label in ckpt["data"]["class_names"] and 0 < float(p) <= 1 for label, p in rows)
-    assert np.load(emb).shape == (3, 8)  # width 4, depth 2: 8 channels pooled
+    class_names = torch.load(ckpt_path, weights_only=True)["data"]["class_names"]
+    assert len(rows) == 3 and all(label in class_names and 0 < float(p) <= 1 for label, p in rows)
+    return np.load(emb)

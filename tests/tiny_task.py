@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from emotionsumm.loggers import NullLogger
 from emotionsumm.metrics import confusion_matrix
 
 VOCAB, CLASSES = 16, 2
@@ -123,10 +124,8 @@ class TinyPolicy(nn.Module):
         return {}
 
 
-class RecordingLogger:
+class RecordingLogger(NullLogger):
     """A MetricLogger that keeps what it is given: scalars per step and the artifacts' example order."""
-
-    histogram_every_n_steps = 0
 
     def __init__(self, **_: Any) -> None:
         self.scalars: dict[int, dict[str, float]] = {}
@@ -138,12 +137,6 @@ class RecordingLogger:
     def tags_at(self, step: int) -> set[str]:
         return set(self.scalars.get(step, {}))
 
-    def log_histograms(self, module: nn.Module, step: int) -> None: ...
-    def log_figure(self, tag: str, figure: Any, step: int) -> None: ...
-    def log_text(self, tag: str, text: str, step: int) -> None: ...
-    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
 
 
 def tiny_data(n_train: int = 64, n_val: int = 24, noise: bool = False, lengths: bool = True,

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from emotionsumm.checkpoint import load_checkpoint
 
 from ..conftest import cli, make_cfg
+from ..test_audio import predict_three_demo_clips
 from ..test_audio_ssl import save_tiny_ssl
 
 # two epochs of three batches; the schedule unfreezes the top transformer layer for the second one
@@ -64,16 +64,8 @@ def test_ssl_encoder_trains_unfreezes_resumes_evaluates_and_predicts(w2v, tmp_pa
     proc = cli("evaluate", f"ckpt={best}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["test/acc"] == pytest.approx(metrics["test/acc"])
-    root = Path(make_cfg(tmp_path / "paths", SHORT).data.root)
-    clips = sorted(str(p) for p in (root / "wav").glob("*.wav"))[:3]
-    listing = tmp_path / "inputs.txt"
-    listing.write_text("\n".join(clips) + "\n")
-    emb = tmp_path / "emb.npy"
-    proc = cli("predict", f"ckpt={best}", f"input={listing}", "export_embeddings=true", f"embeddings_path={emb}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split("\t") for line in proc.stdout.strip().splitlines()]
-    assert len(rows) == 3 and all(label in ckpt["data"]["class_names"] and 0 < float(p) <= 1 for label, p in rows)
-    assert np.load(emb).shape == (3, 32)  # the pooled hidden size
+    embeddings = predict_three_demo_clips(best, Path(make_cfg(tmp_path / "paths", SHORT).data.root), tmp_path)
+    assert embeddings.shape == (3, 32)  # the pooled hidden size
 
 
 def test_wavlm_style_model_with_attention_pooling_and_a_chosen_layer(tmp_path):
