@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..config import require_choice
+from ..pretrained import pretrained_source
 from .audio_clips import ClipReader, check_clip_settings, config_key, window_start
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,12 @@ def extractor_settings(name_or_path: str, key: str = "data.features.feature_extr
     """(sampling_rate, do_normalize) of a Hugging Face feature extractor in a local dir or under a hub name."""
     from transformers import AutoFeatureExtractor
 
-    path = Path(name_or_path).expanduser()
-    local = name_or_path.startswith((".", "/", "~")) or path.exists()
-    if local and not (path / "preprocessor_config.json").is_file():
-        raise FileNotFoundError(f"{key}: no feature extractor (preprocessor_config.json) in {name_or_path}; set "
-                                "model.pretrained (model=audio_ssl passes it on) or this key to a speech model's "
-                                "directory or Hugging Face name, or this key to null (then data.features.sample_rate "
-                                "and data.features.normalize apply)")
+    source = pretrained_source(name_or_path, key, "preprocessor_config.json", "feature extractor",
+                               "set model.pretrained (model=audio_ssl passes it on) or this key to a speech model's "
+                               "directory or Hugging Face name, or this key to null (then data.features.sample_rate "
+                               "and data.features.normalize apply)")
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(str(path) if local else name_or_path)
+        extractor = AutoFeatureExtractor.from_pretrained(source)
     except OSError as exc:
         raise FileNotFoundError(f"{key}={name_or_path}: cannot load its feature extractor ({exc})") from None
     return int(extractor.sampling_rate), bool(getattr(extractor, "do_normalize", False))

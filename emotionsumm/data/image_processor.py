@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from ..pretrained import pretrained_source
 
 PROCESSOR_FILE = "preprocessor_config.json"
 
@@ -33,13 +34,10 @@ def processor_input(name_or_path: str, key: str = "data.processor") -> Processor
     from transformers import AutoImageProcessor
 
     name_or_path = str(name_or_path)
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
-    if looks_local and not (Path(name_or_path).expanduser() / PROCESSOR_FILE).is_file():
-        raise FileNotFoundError(f"{key}: no image processor ({PROCESSOR_FILE}) in {name_or_path}; save the "
-                                "model's AutoImageProcessor there, or set data.image_size and data.normalize "
-                                "(train | imagenet | none) yourself")
-    processor = AutoImageProcessor.from_pretrained(str(Path(name_or_path).expanduser()) if looks_local
-                                                   else name_or_path)
+    source = pretrained_source(name_or_path, key, PROCESSOR_FILE, "image processor",
+                               "save the model's AutoImageProcessor there, or set data.image_size and "
+                               "data.normalize (train | imagenet | none) yourself")
+    processor = AutoImageProcessor.from_pretrained(source)
     size = _final_size(processor, f"{key}={name_or_path}")
     if not getattr(processor, "do_normalize", True):
         return ProcessorInput(size, None, None)

@@ -17,6 +17,8 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from ..pretrained import pretrained_source
+
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BART_SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as in BART
 
@@ -120,10 +122,7 @@ def from_json(tokenizer_json: str) -> PreTrainedTokenizerFast:
 
 def from_pretrained(name_or_path: str, key: str = "model.pretrained") -> PreTrainedTokenizerFast:
     """The tokenizer of a pretrained name or local directory; a missing directory names `key`."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
-    if looks_local and not Path(name_or_path).expanduser().is_dir():
-        raise FileNotFoundError(f"{key}: pretrained directory not found: {name_or_path}")
-    return AutoTokenizer.from_pretrained(str(Path(name_or_path).expanduser()) if looks_local else name_or_path)
+    return AutoTokenizer.from_pretrained(pretrained_source(name_or_path, key, required=None))
 
 
 def build(tokenizer_json: str | None, name: str | None, train: Callable[[], str] | None,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import require_choice
+from ..pretrained import pretrained_source
 from .audio import POOLING, AttentivePooling, AudioCNN
 from .freezing import set_trainable, top_layers_to_train
 from .text import check_lr, load_pretrained_encoder
@@ -35,9 +35,8 @@ def wants_attention_mask(pretrained: str, config: Any) -> bool:
     for these models: a mask for layer-norm feature encoders (`feat_extract_norm: layer`), none for group norm."""
     from transformers import AutoFeatureExtractor
 
-    local = Path(pretrained).expanduser()
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(str(local) if local.exists() else pretrained)
+        extractor = AutoFeatureExtractor.from_pretrained(pretrained_source(pretrained, "model.pretrained", None))
         return bool(getattr(extractor, "return_attention_mask", False))
     except (OSError, ValueError):
         guess = getattr(config, "feat_extract_norm", "group") == "layer"

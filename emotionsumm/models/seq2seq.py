@@ -10,27 +10,15 @@ i.e. before any training step.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import require_range
+from ..pretrained import pretrained_source
 
 log = logging.getLogger(__name__)
-
-
-def _local_or_name(name_or_path: str, key: str) -> str:
-    """A local dir (must hold config.json) or a hub name; a missing local dir names `key`."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
-    if not looks_local:
-        return name_or_path
-    path = Path(name_or_path).expanduser()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{key}: no pretrained model (config.json) in {name_or_path}; "
-                                f"set {key} to a model directory or a Hugging Face name")
-    return str(path)
 
 
 class Summarizer(nn.Module):
@@ -147,7 +135,7 @@ class BartSummarizer(Summarizer):
         from transformers import BartConfig, BartForConditionalGeneration
 
         if pretrained:
-            self.net = BartForConditionalGeneration.from_pretrained(_local_or_name(pretrained, "model.pretrained"))
+            self.net = BartForConditionalGeneration.from_pretrained(pretrained_source(pretrained, "model.pretrained"))
         else:
             if d_model % attention_heads:
                 raise ValueError(f"model.d_model={d_model} must be divisible by model.attention_heads="
@@ -186,7 +174,7 @@ class Bert2BertSummarizer(Summarizer):
         super().__init__()
         from transformers import EncoderDecoderModel
 
-        path = _local_or_name(pretrained, "model.pretrained")
+        path = pretrained_source(pretrained, "model.pretrained")
         self.net = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path,
                                                                        tie_encoder_decoder=tie_encoder_decoder)
         if self.net.config.decoder.vocab_size != vocab_size:

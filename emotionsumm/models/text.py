@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import require_range
+from ..pretrained import pretrained_source
 from .freezing import set_trainable, top_layers_to_train
 
 log = logging.getLogger(__name__)
@@ -19,11 +19,7 @@ def load_pretrained_encoder(name_or_path: str, key: str = "model.pretrained") ->
     """`AutoModel.from_pretrained` for a hub name or local dir; a missing local dir names `key`."""
     from transformers import AutoModel
 
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
-    if looks_local and not (Path(name_or_path).expanduser() / "config.json").is_file():
-        raise FileNotFoundError(f"{key}: no pretrained model (config.json) in {name_or_path}; "
-                                f"set {key} to a model directory or a Hugging Face name")
-    return AutoModel.from_pretrained(str(Path(name_or_path).expanduser()) if looks_local else name_or_path)
+    return AutoModel.from_pretrained(pretrained_source(name_or_path, key))
 
 
 class TextClassifier(nn.Module):
