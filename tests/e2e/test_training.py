@@ -180,9 +180,29 @@ def test_sentence_pairs_from_headerless_tsv(tmp_path):
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
+def write_embedding_manifest(folder: Path, split: str, rows: int = 8) -> Path:
+    """A manifest like `predict embeddings_manifest=…` writes: a label and `text_emb` / `audio_emb` rows of
+    one .npy per column."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for column in ("text_emb", "audio_emb"):
+        np.save(folder / f"{split}_{column}.npy", rng.normal(size=(rows, 8)).astype(np.float32))
+    manifest = folder / f"{split}.jsonl"
+    manifest.write_text("".join(json.dumps({"label": ["joy", "calm", "anger", "sadness"][i % 4],
+                                            "text_emb": f"{split}_text_emb.npy#{i}",
+                                            "audio_emb": f"{split}_audio_emb.npy#{i}"}) + "\n"
+                                for i in range(rows)))
+    return manifest
+
+
 def stand_ins(experiment: str, tmp_path: Path) -> list[str]:
     """What an experiment for a user's own encoder or corpus gets here: a tiny random encoder saved in
     tmp_path, or GLUE's generated files (MNLI: the task with a test split)."""
+    if experiment == "emotion_features_two_stage":  # stage 1's exported embeddings: random ones
+        return [f"data.files.{split}={write_embedding_manifest(tmp_path / 'two_stage', split)}"
+                for split in ("train", "val", "test")]
     if experiment == "glue" and not (SHARED / "data/glue").is_dir():
         return ["data=glue_mnli", "data.demo=true", f"data.demo_dir={tmp_path / 'glue_demo'}"]
     if experiment == "emotion_audio_ssl":
