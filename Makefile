@@ -7,6 +7,7 @@ ARGS   ?=
 NPROC  ?= 2
 DIR    ?= outputs
 K      ?= 5
+TEST_WORKERS ?= 2
 GLUE_TASKS ?= glue_cola,glue_sst2,glue_mrpc,glue_qqp,glue_stsb,glue_mnli,glue_qnli,glue_rte,glue_wnli
 
 .PHONY: help setup train train-ddp sweep cv glue report test test-fast lint tensorboard clean
@@ -53,8 +54,9 @@ glue: $(STAMP)
 report: $(STAMP)
 	$(PY) -m emotionsumm.report $(DIR)
 
+# the suite on TEST_WORKERS processes (pytest-xdist; 2 = this machine's cores; TEST_WORKERS=0: one process)
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 # the unit layer only (no training, no subprocess runs): about a minute
 test-fast: $(STAMP)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -162,7 +163,10 @@ def substitute(command: Command, runs: dict[str, Path]) -> str:
 
 def expand_make(tokens: list[str]) -> list[str]:
     """`make target VAR=…` -> the entry-point command it runs (`make -n`)."""
-    proc = subprocess.run(["make", "-n", *tokens[1:]], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS")}
+    # (under `make test ARGS=…` the outer make's variables would reach this make through MAKEFLAGS)
+    proc = subprocess.run(["make", "-n", *tokens[1:]], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "-m emotionsumm." in line]
     assert len(lines) == 1, proc.stdout
