@@ -12,9 +12,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .interfaces import EvalState
-from .loaders import EvalLoader, limit_batches
-
-__all__ = ["evaluation_state", "limit_batches", "score", "to_device"]
+from .loaders import EvalLoader
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -58,7 +58,6 @@ class TrainMeter:
         self.since = time.perf_counter()
         return out
 
-
     def read_scalars(self, norm: torch.Tensor | float | None, epoch: int, groups: list[dict]) -> dict[str, float]:
         """What a log step logs: loss, epoch, samples/s (unless the clock restarted), grad norm, learning rates."""
         loss, samples_per_s = self.read()
