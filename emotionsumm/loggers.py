@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 class MetricLogger(Protocol):
     histogram_every_n_steps: int
+    logs_scalars: bool  # False: the trainer skips work whose only use is a logged value (the unclipped grad norm)
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None: ...
     def log_histograms(self, module: nn.Module, step: int) -> None: ...
@@ -36,9 +37,11 @@ class MetricLogger(Protocol):
 
 
 class NullLogger:
-    """Logs nothing: used on ranks other than 0 and when `logger=none`."""
+    """Logs nothing: used on ranks other than 0 and when `logger=none`; the no-op base of loggers that log
+    only some kinds of things."""
 
     histogram_every_n_steps = 0
+    logs_scalars = False
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None: ...
     def log_histograms(self, module: nn.Module, step: int) -> None: ...
@@ -59,6 +62,8 @@ class TensorBoardLogger:
     `purge_step` drops events at or after that step left by a killed run, so curves of a resumed
     run are not doubled. Flushed at every checkpoint, so the logs are as durable as the weights.
     """
+
+    logs_scalars = True
 
     def __init__(self, log_dir: str | Path, histogram_every_n_steps: int = 0, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -106,7 +111,7 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-class CSVLogger:
+class CSVLogger(NullLogger):
     """Scalars as `step,name,value` rows of `<run dir>/metrics.csv` (long format: a new metric needs no new column).
 
     Rows are appended in one `write` per call, so a kill (even SIGKILL) leaves whole rows; a resumed run
@@ -114,7 +119,7 @@ class CSVLogger:
     The final metrics that no step logged (`best/…`, `step`, `epoch`) follow at the last step.
     """
 
-    histogram_every_n_steps = 0
+    logs_scalars = True
     HEADER = ("step", "name", "value")
 
     def __init__(self, run_dir: str | Path, purge_step: int | None = None) -> None:
@@ -151,14 +156,6 @@ class CSVLogger:
         step = int(metrics.get("step", max(self.logged_at.values(), default=0)))
         self.log_scalars({k: v for k, v in metrics.items() if self.logged_at.get(k) != step}, step)
 
-    def log_histograms(self, module: nn.Module, step: int) -> None: ...
-    def log_text(self, tag: str, text: str, step: int) -> None: ...
-
-    def log_figure(self, tag: str, figure: Any, step: int) -> None:
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
-
     def flush(self) -> None:
         """fsync: called at every checkpoint, so the rows are as durable as the weights."""
         if self._fd is not None:
@@ -180,6 +177,7 @@ class MultiLogger:
 
     def __init__(self, loggers: list[MetricLogger]) -> None:
         self.loggers = loggers
+        self.logs_scalars = any(lg.logs_scalars for lg in loggers)
         every = [lg.histogram_every_n_steps for lg in loggers if lg.histogram_every_n_steps]
         self.histogram_every_n_steps = math.gcd(*every) if every else 0
 

@@ -195,6 +195,7 @@ class MLflowLogger:
     """
 
     histogram_every_n_steps = 0
+    logs_scalars = True
 
     def __init__(self, run_dir: str | Path, tracking_uri: str, experiment_name: str = "emotionsumm",
                  run_name: str | None = None, tags: dict[str, Any] | None = None, max_artifact_mb: float = 10,

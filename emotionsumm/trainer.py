@@ -251,7 +251,7 @@ class Trainer:
     def _optimizer_step(self) -> torch.Tensor | float | None:
         norm = None
         log_step = self.state.step % self.log_every_n_steps == self.log_every_n_steps - 1
-        if self.clip or (log_step and not isinstance(self.logger, NullLogger)):
+        if self.clip or (log_step and self.logger.logs_scalars):
             self.scaler.unscale_(self.optimizer)
             if self.clip:
                 norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip)  # read when logged

@@ -127,6 +127,8 @@ class TinyPolicy(nn.Module):
 class RecordingLogger(NullLogger):
     """A MetricLogger that keeps what it is given: scalars per step and the artifacts' example order."""
 
+    logs_scalars = True
+
     def __init__(self, **_: Any) -> None:
         self.scalars: dict[int, dict[str, float]] = {}
         self.artifacts: list[tuple[str, int, list[int]]] = []
@@ -136,7 +138,6 @@ class RecordingLogger(NullLogger):
 
     def tags_at(self, step: int) -> set[str]:
         return set(self.scalars.get(step, {}))
-
 
 
 def tiny_data(n_train: int = 64, n_val: int = 24, noise: bool = False, lengths: bool = True,
