@@ -100,6 +100,29 @@ def test_normaliser_statistics_come_from_the_training_split_only(tmp_path):
     assert torch.equal(restored.dataset("test")[0]["features"], d.dataset("test")[0]["features"])
 
 
+def test_clip_norm_removes_a_clips_level_and_colour(tmp_path):
+    """clip_norm=mean: a louder, differently coloured copy of a clip gives the same features; `none` does not."""
+    root = folder(tmp_path)
+    tilt = torch.linspace(-1.0, 1.0, 16)[:, None]  # a fixed spectral colour in log-mel: a microphone's response
+    outputs = {}
+    for norm in ("none", "mean", "mean_std"):
+        d = data(root, features={**FEATURES, "clip_norm": norm})
+        d.setup()
+        pipeline = d.pipeline
+        clip = pipeline.extract(d.dataset("test").paths[0])
+        outputs[norm] = (pipeline.transform(clip, train=False), pipeline.transform(clip + 2.0 + tilt, train=False))
+        per_clip = pipeline.normalizer.per_clip(clip)
+        if norm != "none":
+            torch.testing.assert_close(per_clip.mean(dim=1), torch.zeros(16), atol=1e-5, rtol=0)
+        if norm == "mean_std":
+            torch.testing.assert_close(per_clip.std(dim=1, correction=0), torch.ones(16), atol=1e-4, rtol=0)
+    assert not torch.allclose(*outputs["none"], atol=1e-2)
+    torch.testing.assert_close(*outputs["mean"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(*outputs["mean_std"], atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="data.features.clip_norm"):
+        AudioPipeline(**FEATURES, clip_norm="utterance")
+
+
 def test_group_split_never_leaks_a_speaker(tmp_path):
     root = folder(tmp_path, speakers=6, clips=1)
 

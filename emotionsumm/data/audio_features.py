@@ -42,15 +42,23 @@ LOG_FLOOR = 1e-6  # added to the mel power before the log; log(LOG_FLOOR) is the
 CACHE_VERSION = 1  # bump when `extract` changes, so old cached features are not reused
 KINDS = ("logmel", "waveform")
 # the keys only the log-mel pipeline takes (a waveform pipeline built from the same config ignores them)
-LOGMEL_SETTINGS = ("n_mels", "n_fft", "win_length", "hop_length", "f_min", "f_max", "freq_masks", "freq_mask_width",
-                   "time_masks", "time_mask_width")
+LOGMEL_SETTINGS = ("n_mels", "n_fft", "win_length", "hop_length", "f_min", "f_max", "clip_norm", "freq_masks",
+                   "freq_mask_width", "time_masks", "time_mask_width")
+CLIP_NORMS = ("none", "mean", "mean_std")
 
 
 class Normalizer:
-    """Per-mel-bin mean and std (population), fitted on the training split's full-length log-mels."""
+    """Per-mel-bin mean and std (population), fitted on the training split's full-length log-mels.
 
-    def __init__(self, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
-        self.mean, self.std = mean, std
+    `clip_norm` first normalises each clip on its own, per mel bin over time (`mean`: subtract the clip's
+    mean, i.e. cepstral mean normalisation; `mean_std`: also divide by its std): it removes the fixed
+    spectral colour of a speaker, microphone or level that a model would otherwise learn as a cue.
+    """
+
+    def __init__(self, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 clip_norm: str = "none") -> None:
+        require_choice("data.features.clip_norm", clip_norm, CLIP_NORMS)
+        self.mean, self.std, self.clip_norm = mean, std, clip_norm
         self._sum = self._sq = None
         self._count = 0
 
@@ -58,9 +66,18 @@ class Normalizer:
     def fitted(self) -> bool:
         return self.mean is not None
 
+    def per_clip(self, features: torch.Tensor) -> torch.Tensor:
+        """One [n_mels, T] log-mel normalised over its own frames as `clip_norm` says."""
+        if self.clip_norm == "none":
+            return features
+        x = features - features.mean(dim=-1, keepdim=True)
+        if self.clip_norm == "mean_std":
+            x = x / x.std(dim=-1, correction=0, keepdim=True).clamp_min(1e-5)
+        return x
+
     def update(self, features: torch.Tensor) -> None:
         """Add one [n_mels, T] log-mel to the running float64 sums."""
-        x = features.double()
+        x = self.per_clip(features).double()
         if self._sum is None:
             self._sum, self._sq = torch.zeros(x.shape[0], dtype=torch.float64), torch.zeros(x.shape[0],
                                                                                               dtype=torch.float64)
@@ -76,7 +93,7 @@ class Normalizer:
         self.mean, self.std = mean.float(), var.sqrt().clamp_min(1e-5).float()
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return (features - self.mean[:, None]) / self.std[:, None]
+        return (self.per_clip(features) - self.mean[:, None]) / self.std[:, None]
 
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         return {"mean": self.mean.clone(), "std": self.std.clone()} if self.fitted else None
@@ -87,7 +104,8 @@ class AudioPipeline:
 
     Features: `kind` (logmel; `waveform` builds a WaveformPipeline), `sample_rate`, `duration` (seconds;
     clips are cropped or padded to it), `n_mels`, `n_fft`, `win_length`, `hop_length` (samples), `f_min`,
-    `f_max`. Augmentation (training only): `freq_masks`/`freq_mask_width` and `time_masks`/`time_mask_width`
+    `f_max`, `clip_norm` (per-clip normalisation before the training statistics; see Normalizer).
+    Augmentation (training only): `freq_masks`/`freq_mask_width` and `time_masks`/`time_mask_width`
     (SpecAugment; widths are drawn from 0..width), `gain_db` (uniform in ±gain_db), `noise_snr_db`
     ([low, high]: white noise at a uniform SNR, with probability `noise_prob`). `normalizer` is the
     checkpoint's statistics.
@@ -104,7 +122,8 @@ class AudioPipeline:
 
     def __init__(self, kind: str = "logmel", sample_rate: int = 16000, duration: float = 2.0, n_mels: int = 64,
                  n_fft: int = 512, win_length: int | None = 400, hop_length: int = 160, f_min: float = 20.0,
-                 f_max: float | None = None, freq_masks: int = 2, freq_mask_width: int = 8, time_masks: int = 2,
+                 f_max: float | None = None, clip_norm: str = "none", freq_masks: int = 2,
+                 freq_mask_width: int = 8, time_masks: int = 2,
                  time_mask_width: int = 20, gain_db: float = 0.0, noise_snr_db: Sequence[float] | None = None,
                  noise_prob: float = 0.5, normalizer: dict[str, torch.Tensor] | None = None,
                  **waveform_settings: Any) -> None:
@@ -132,7 +151,7 @@ class AudioPipeline:
         profile = self.mel.mel_scale.fb.sum(dim=0)  # white noise's mel power per bin, up to a constant
         self._noise_profile = profile / profile.mean()
         self.read = ClipReader(self.sample_rate)
-        self.normalizer = Normalizer(**normalizer) if normalizer else Normalizer()
+        self.normalizer = Normalizer(**(normalizer or {}), clip_norm=clip_norm)
 
     # ---- un-augmented, full-length features (what the cache stores) --------------------------
     def feature_config(self) -> dict[str, Any]:
