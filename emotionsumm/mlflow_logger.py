@@ -22,15 +22,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import flatten
 from .interrupt import Interrupted
 from .io import TMP_PREFIX, write_json
+from .loggers import NullLogger
 from .runs import CHECKPOINT_DIR, METRICS_FILE, MLFLOW_RUN_FILE, PROVENANCE_FILE, TB_DIR
-
-if TYPE_CHECKING:
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +184,7 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start:start + size]
 
 
-class MLflowLogger:
+class MLflowLogger(NullLogger):
     """One MLflow run per run dir (a child of the sweep's parent run in a multirun); see the module docstring.
 
     Metrics are buffered and sent at every `flush` (the trainer flushes at each checkpoint) and at least every
@@ -194,8 +192,7 @@ class MLflowLogger:
     each metric's steps that the run holds already: no step is logged twice.
     """
 
-    histogram_every_n_steps = 0
-    logs_scalars = True
+    logs_scalars = True  # no histograms: MLflow has none (NullLogger's no-op)
 
     def __init__(self, run_dir: str | Path, tracking_uri: str, experiment_name: str = "emotionsumm",
                  run_name: str | None = None, tags: dict[str, Any] | None = None, max_artifact_mb: float = 10,
@@ -274,8 +271,6 @@ class MLflowLogger:
             self._buffer.append(Metric(key, float(value), now, step))
         if time.monotonic() - self._sent_at >= self.flush_every_s:
             self.flush()
-
-    def log_histograms(self, module: nn.Module, step: int) -> None: ...  # MLflow has no histograms
 
     def log_figure(self, tag: str, figure: Any, step: int) -> None:
         import matplotlib.pyplot as plt
