@@ -250,6 +250,18 @@ def logger_factory(configs: Mapping[str, Any] | None, **context: Any) -> Callabl
     return build
 
 
+def open_logger(factory: Callable[..., MetricLogger], run_dir: Path, resumed_step: int | None,
+                config: Mapping[str, Any]) -> MetricLogger:
+    """The run's logger (events after `resumed_step`, left by a killed run, are purged); a fresh run logs
+    its resolved config as text at step 0."""
+    logger = factory(log_dir=str(run_dir / "tb"), purge_step=None if resumed_step is None else resumed_step + 1)
+    if resumed_step is None and config:
+        from omegaconf import OmegaConf
+
+        logger.log_text("config", "```yaml\n" + OmegaConf.to_yaml(config) + "```", 0)
+    return logger
+
+
 def grad_norm(module: nn.Module) -> float:
     """Total L2 norm of the gradients (used when no clipping computed it already)."""
     grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]

@@ -9,6 +9,7 @@ neither log nor save read nothing from the device (`meter.StepChecks`). Where th
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from .evaluation import score, to_device
 from .interfaces import Data, Policy
 from .interrupt import StopRequest, signal_name
 from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
-from .loggers import MetricLogger, NullLogger, grad_norm
+from .loggers import MetricLogger, NullLogger, grad_norm, open_logger
 from .meter import StepChecks, TrainMeter
 from .state import EarlyStopping, TrainState
 
@@ -84,8 +85,10 @@ class Trainer:
         self.writes_checkpoints = not self.fast_dev_run and (save_last or save_top_k != 0)  # the same on every rank
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", monitor, mode, save_top_k, save_last,
                                          enabled=dist.is_main() and self.writes_checkpoints)
+        self.last_path = self.checkpointer.directory / LAST
         self.state = TrainState(self.checkpointer, EarlyStopping(self.checkpointer, early_stopping_patience,
                                                                  early_stopping_min_delta))
+        self._autocast = functools.partial(autocast, self.device, precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "16")
         self.logger: MetricLogger = NullLogger()
         self.policy: nn.Module | None = None  # the policy; `model` is what is called: it or its DDP wrapper
@@ -100,13 +103,6 @@ class Trainer:
         self.checks = StepChecks(self.device, self.stop)  # finite losses, stop signals
         self._compiled: nn.Module | None = None
         self._resumed: tuple[dict[str, Any], Path] | None = None
-
-    @property
-    def _last_path(self) -> Path:
-        return self.checkpointer.directory / LAST
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.precision)
 
     def _wrap(self) -> None:
         """(Re)wrap in DDP; needed again whenever the set of trainable parameters changes. `trainer.compile`
@@ -141,12 +137,8 @@ class Trainer:
         if resumed is not None:
             self._restore(*resumed)
         if dist.is_main() and self.logger_factory is not None:
-            self.logger = self.logger_factory(log_dir=str(self.run_dir / "tb"),
-                                              purge_step=self.state.step + 1 if resumed else None)
-        if self.state.step == 0 and self.config:
-            from omegaconf import OmegaConf
-
-            self.logger.log_text("config", "```yaml\n" + OmegaConf.to_yaml(self.config) + "```", 0)
+            self.logger = open_logger(self.logger_factory, self.run_dir, self.state.step if resumed else None,
+                                      self.config)
         log.info("training %d optimizer steps (%d batches/epoch, accumulate %d) on %s x%d", total,
                  self.batches_per_epoch, self.accumulate, self.device, dist.world_size())
         bar = tqdm(total=total, initial=self.state.step, disable=not (self.progress_bar and dist.is_main()),
@@ -159,8 +151,10 @@ class Trainer:
                     bar.close()
                 if self.interrupted is None:  # a signal that arrived after the last optimizer step
                     self.interrupted = self.stop.agree(torch.zeros((), dtype=torch.bool, device=self.device))[1] or None
-                if self.interrupted is not None:
-                    self._stop_interrupted()
+                if self.interrupted is not None:  # saved: close the logs, say how to resume, exit 128 + signal
+                    self.logger.close()
+                    self.stop.exit_after_save(self.interrupted, self.state.step, self.last_path if
+                                              self.checkpointer.enabled else None, self.run_dir, dist.is_main())
                 return self._finish(data)
             except BaseException:
                 self.logger.close()
@@ -188,7 +182,7 @@ class Trainer:
                 with sync:
                     with self._autocast():
                         loss = self.model(batch)
-                    self._check_finite(loss)
+                    self.checks.add(loss, (state.step + 1, state.epoch, state.batch_in_epoch))  # read on log steps
                     self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
                 meter.add(loss, len(next(iter(batch.values()))))
                 if self.compile and compiled_graphs() != graphs:
@@ -197,9 +191,12 @@ class Trainer:
                     continue
                 norm = self._optimizer_step()
                 log_step = state.step % self.log_every_n_steps == 0
-                self.checks.run(state.step, log_step, self._last_path)  # validations and saves check anyway
+                self.checks.run(state.step, log_step, self.last_path)  # validations and saves check anyway
                 if log_step:
-                    self._log_train(meter, norm, bar)
+                    scalars = meter.read_scalars(norm, state.epoch, self.optimizer.param_groups)
+                    self.logger.log_scalars(scalars, state.step)
+                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                                    lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 hist = self.logger.histogram_every_n_steps
                 if hist and state.step % hist == 0:
                     self.logger.log_histograms(self.policy, state.step)
@@ -239,15 +236,6 @@ class Trainer:
             self._save(None)
         log.info("training stopped at step %d (epoch %d): %s", state.step, state.epoch, self.stop_reason)
 
-    def _log_train(self, meter: TrainMeter, norm: torch.Tensor | float | None, bar: tqdm) -> None:
-        scalars = meter.read_scalars(norm, self.state.epoch, self.optimizer.param_groups)
-        self.logger.log_scalars(scalars, self.state.step)
-        bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        """Note a micro-batch's loss on the device; `StepChecks.run` reads the notes on log steps and before saves."""
-        self.checks.add(loss, (self.state.step + 1, self.state.epoch, self.state.batch_in_epoch))
-
     def _optimizer_step(self) -> torch.Tensor | float | None:
         norm = None
         log_step = self.state.step % self.log_every_n_steps == self.log_every_n_steps - 1
@@ -267,19 +255,13 @@ class Trainer:
         self.stop.step = self.state.step
         return norm
 
-    def _stop_interrupted(self) -> None:
-        """After the save at a signal: close the logs, say how to resume, exit 128 + signal."""
-        self.logger.close()
-        saved = self.checkpointer.directory / LAST if self.checkpointer.enabled else None
-        self.stop.exit_after_save(self.interrupted, self.state.step, saved, self.run_dir, dist.is_main())
-
     def _finish(self, data: Data) -> dict[str, float]:
         """Final metrics: the last validation, the best monitored value and the test split."""
         metrics = {**self.state.val_metrics, "step": self.state.step, "epoch": self.state.epoch}
-        if self.checkpointer.best_score is not None:
-            metrics[f"best/{self.monitor}"] = self.checkpointer.best_score
-        elif self.monitor in self.state.val_metrics:
-            metrics[f"best/{self.monitor}"] = self.state.val_metrics[self.monitor]
+        best = self.checkpointer.best_score
+        best = self.state.val_metrics.get(self.monitor) if best is None else best  # no checkpoint ranked it
+        if best is not None:
+            metrics[f"best/{self.monitor}"] = best
         if self.test_after_fit and data.dataset("test") is not None:
             self.checkpointer.load_best(self.policy, self.ema)
             metrics.update(self.score_split(data, "test"))
@@ -305,7 +287,7 @@ class Trainer:
     def _validate_and_checkpoint(self, loader: EvalLoader) -> None:
         """Validate (raw weights too as `trainer.validate_raw` says: always, or at the run's last validation),
         update early stopping, save."""
-        self.checks.ensure_checked(self.state.step, self._last_path)  # never validate NaN weights
+        self.checks.ensure_checked(self.state.step, self.last_path)  # never validate NaN weights
         final = self.stop_reason is not None or self._finished()
         raw = self.validate_raw == "always" or (self.validate_raw == "final" and final)
         metrics = self._score(loader, "val", raw)
@@ -336,7 +318,7 @@ class Trainer:
 
         `last=True` writes last.ckpt even with trainer.save_last=false (the save at a stop signal).
         """
-        self.checks.ensure_checked(self.state.step, self._last_path)
+        self.checks.ensure_checked(self.state.step, self.last_path)
         self.state.last_save_step = self.state.step
         self.logger.flush()
         if not self.writes_checkpoints:
@@ -351,10 +333,8 @@ class Trainer:
         self.checkpointer.write(payload, topk, dropped, last=last)
 
     def resume_checkpoint(self) -> tuple[dict[str, Any], Path] | None:
-        """The checkpoint `trainer.resume` points at, loaded once (None for a fresh start).
-
-        Called before the data is built too, so that classes and tokenizer come from it.
-        """
+        """The checkpoint `trainer.resume` points at, loaded once (None: a fresh start); also called before the
+        data is built, so that classes and tokenizer come from it."""
         if self.resume and self._resumed is None:
             self._resumed = find_resume(self.resume, self.checkpointer.directory)
         return self._resumed

@@ -88,11 +88,13 @@ def test_subset_file_is_fixed_and_in_file_order(tmp_path: Path) -> None:
 
 def test_logging_cadence_is_aligned_with_validation() -> None:
     shipped = race.Task("text", "emotion_text_minilm", 500)
-    race.aligned_logging(shipped, 100)  # 100 and 500 are multiples of the shipped 20: nothing changes
+    race.aligned_logging(shipped, 250)  # 250 and 500 are multiples of the shipped 25: nothing changes
     assert shipped.overrides == []
     odd = race.Task("text", "emotion_text_minilm", 30)
     race.aligned_logging(odd, 15)
     assert odd.overrides == ["trainer.log_every_n_steps=5"]
+    race.aligned_logging(shipped, 40)  # log every gcd(25, 40, 500) = 5 steps
+    assert shipped.overrides == ["trainer.log_every_n_steps=5"]
 
 
 @pytest.mark.skipif(not all((race.SHARED / path).exists() for split in race.SPLITS.values() for path in split.values()),
@@ -108,11 +110,11 @@ def test_plan_runs_the_recipes_as_shipped_or_quick_on_fixed_subsets(tmp_path: Pa
         return len(Path(path).read_text().splitlines())
 
     text, dialogsum = plan(quick=False)
-    assert text.overrides == ["trainer.max_steps=500"]  # validation every 100, logging every 20: as shipped
+    assert text.overrides == ["trainer.max_steps=500"]  # validation every 250, logging every 25: as shipped
     assert rows(dialogsum, "test") == 100 and dialogsum.overrides[-1] == "trainer.max_steps=500"
     text, dialogsum = plan(quick=True)
     assert [rows(text, s) for s in ("train", "val", "test")] == [2000, 32, 64]
     assert text.overrides[-3:] == ["trainer.val_every_n_steps=10", "trainer.max_steps=20",
-                                   "trainer.log_every_n_steps=10"]  # the validation at step 10 is a log step
+                                   "trainer.log_every_n_steps=5"]  # the validation at step 10 is a log step
     assert [rows(dialogsum, s) for s in ("train", "val", "test")] == [2000, 6, 6]
     assert dialogsum.overrides[-1] == "trainer.log_every_n_steps=5"  # validations at 15 and 30 are log steps

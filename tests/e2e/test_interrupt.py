@@ -29,15 +29,15 @@ OVERRIDES = [*TINY, "trainer.max_steps=8", "trainer.limit_train_batches=5", "tra
 # sends itself the listed signals just before micro-batch SIGNAL_AT_BATCH (1-based, counted over the run)
 SIGNAL_DRIVER = """
 import os, signal
-from emotionsumm import train, trainer
-check, calls = trainer.Trainer._check_finite, [0]
-def check_then_signal(self, loss):
+from emotionsumm import meter, train
+check, calls = meter.StepChecks.add, [0]
+def check_then_signal(self, loss, position):
     calls[0] += 1
     if calls[0] == int(os.environ["SIGNAL_AT_BATCH"]):
         for name in os.environ["SIGNALS"].split(","):
             os.kill(os.getpid(), getattr(signal, name))
-    return check(self, loss)
-trainer.Trainer._check_finite = check_then_signal
+    return check(self, loss, position)
+meter.StepChecks.add = check_then_signal
 train.main()
 """
 
