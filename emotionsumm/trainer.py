@@ -153,8 +153,8 @@ class Trainer:
                     self.interrupted = self.stop.agree(torch.zeros((), dtype=torch.bool, device=self.device))[1] or None
                 if self.interrupted is not None:  # saved: close the logs, say how to resume, exit 128 + signal
                     self.logger.close()
-                    self.stop.exit_after_save(self.interrupted, self.state.step, self.last_path if
-                                              self.checkpointer.enabled else None, self.run_dir, dist.is_main())
+                    saved = self.last_path if self.checkpointer.enabled else None
+                    self.stop.exit_after_save(self.interrupted, self.state.step, saved, self.run_dir, dist.is_main())
                 return self._finish(data)
             except BaseException:
                 self.logger.close()
