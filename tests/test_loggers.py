@@ -16,10 +16,11 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from emotionsumm.interrupt import Interrupted
-from emotionsumm.loggers import CSVLogger, MultiLogger, TensorBoardLogger, logger_factory
+from emotionsumm.loggers import CSVLogger, MultiLogger, TensorBoardLogger, histogram, logger_factory
 
 from .conftest import make_cfg
 
@@ -96,6 +97,23 @@ def test_csv_resume_drops_rows_at_and_after_the_purge_step_and_a_torn_last_line(
     assert csv_rows(tmp_path) == []
 
 
+def test_histograms_count_every_finite_value_into_equal_width_bins():
+    import numpy as np
+
+    values = torch.tensor([0.0, 0.1, 0.5, 0.5, 1.0, float("inf"), float("nan"), -float("inf")])
+    hist = histogram(values, bins=4)
+    assert (hist["min"], hist["max"], hist["num"]) == (0.0, 1.0, 5)
+    assert hist["sum"] == pytest.approx(2.1) and hist["sum_squares"] == pytest.approx(1.51)
+    assert hist["bucket_limits"] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])  # right edges; first bin empty
+    assert hist["bucket_counts"] == [0.0, 2.0, 0.0, 2.0, 1.0]  # 0.5 falls in [0.5, 0.75), 1.0 in the last bin
+    big = torch.randn(10_000)
+    counts = histogram(big, bins=32)["bucket_counts"][1:]
+    expected, _ = np.histogram(big.numpy(), bins=np.linspace(float(big.min()), float(big.max()), 33))
+    assert sum(counts) == 10_000 and np.abs(np.array(counts) - expected).max() <= 2  # float edge rounding only
+    assert histogram(torch.full((3,), 2.0))["bucket_counts"][:2] == [0.0, 3.0]  # constant: one bin
+    assert histogram(torch.tensor([float("nan"), float("inf")])) is None
+
+
 def test_several_loggers_each_get_every_call_and_histograms_at_their_own_interval(tmp_path):
     import matplotlib.pyplot as plt
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -113,6 +131,10 @@ def test_several_loggers_each_get_every_call_and_histograms_at_their_own_interva
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"histograms": 0, "images": 0, "scalars": 0})
     acc.Reload()
     assert [e.step for e in acc.Histograms("weights/weight")] == [2, 4]
+    stored = acc.Histograms("weights/weight")[0].histogram_value
+    weights = module.weight.detach().flatten()
+    assert (stored.num, stored.min, stored.max) == (2, pytest.approx(float(weights.min())),
+                                                   pytest.approx(float(weights.max())))
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
     assert "val/confusion_matrix" in acc.Tags()["images"]
     assert [row[0] for row in csv_rows(tmp_path)] == [1, 2, 3, 4]
