@@ -20,7 +20,8 @@ from ..conftest import TINY, cli
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="inductor on CPU needs a C++ compiler (g++)")
 SHORT = [*TINY, "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.val_every_n_steps=3",
-         "trainer.checkpoint_every_n_steps=3"]
+         "trainer.checkpoint_every_n_steps=3",
+         "data.max_length=8"]  # every batch 8 tokens wide: one compile (a new width recompiles: 45 s instead of 26)
 
 
 def test_compiled_training_saves_plain_names_evaluates_and_resumes_eagerly(tmp_path):
