@@ -3,12 +3,12 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plain_speech_loso.py              # 8 folds, ~10 min each at 1 thread
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plain_speech_loso.py --speakers 15 16 --epochs 2   # a smoke run
 
-What a researcher writes in 60 lines without a framework, fixed before any result was seen: 16 kHz log-mels
+What a researcher writes in 60 lines without a framework, its design fixed before any result was seen: 16 kHz log-mels
 (64 mels, 25 ms windows, 10 ms hops, 2.0 s clips), per-mel mean/std of the training speakers, four blocks of
 3x3 conv + batch norm + ReLU + 2x2 max pooling (16-32-64-128 channels), global average pooling, dropout 0.3,
 a linear head; Adam lr 1e-3, batch 32, no augmentation, no EMA, no schedule, the final weights. 120 epochs: the
-shipped recipe's number of optimizer steps (~1,400; it runs 60 epochs of batch 16). The first setting, 40
-epochs, underfits (73 % accuracy on its own training speakers) and scores LOSO acc 48.9 +- 8.1.
+shipped recipe's number of optimizer steps (~1,400; it runs 60 epochs of batch 16), set after the first
+setting, 40 epochs, underfit (73 % accuracy on its own training speakers; LOSO acc 48.9 +- 8.1).
 Each fold trains on 7 speakers and scores the 8th (no selection on it), as
 `make cv K=8 ARGS="experiment=emotion_audio_emodb data.test_groups=[] data.split_ratios=[1,0,0]"` does for the
 shipped recipe. Prints each fold, then mean +- sample std of accuracy and UAR; the last line is JSON.
