@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -177,24 +176,6 @@ def test_length_buckets_are_fixed_seeded_and_cover_every_example():
     sizes = [sorted(lengths[i] for i in batch) for batch in buckets[:-1]]
     assert all(b[-1] <= 1.2 * b[0] + 1 for b in sizes[:3])  # full batches hold similar lengths
     assert length_buckets(lengths, batch_size=2, bucket_width=0.2, seed=0) == buckets
-
-
-def test_target_buckets_cut_summary_padding():
-    rng = random.Random(1)
-    sources = [rng.randint(50, 55) for _ in range(64)]  # one source bin
-    targets = [rng.randint(5, 80) for _ in range(64)]
-
-    def padding(batches, lengths):
-        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
-
-    plain = length_buckets(sources, 8, 0.2, seed=3)
-    both = length_buckets(sources, 8, 0.2, 3, targets, target_bucket_width=0.2)
-    assert sorted(i for b in both for i in b) == list(range(64))
-    assert padding(both, targets) < padding(plain, targets) / 3
-    assert length_buckets(sources, 8, 0.2, 3, targets, None) == plain  # off: the batches of before
-    assert length_buckets(sources, 8, 0.2, 3, targets, 0.2) == both
-    with pytest.raises(ValueError, match="data.target_bucket_width=0"):
-        length_buckets(sources, 8, 0.2, 3, targets, 0.0)
 
 
 # ---- bad input ------------------------------------------------------------------------------

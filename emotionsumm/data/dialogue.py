@@ -52,43 +52,31 @@ class SummaryDataset(Dataset):
         return self.examples[index]
 
 
-def length_buckets(lengths: Sequence[int], batch_size: int, bucket_width: float = 0.2, seed: int = 0,
-                   target_lengths: Sequence[int] | None = None,
-                   target_bucket_width: float | None = None) -> list[list[int]]:
-    """Fixed training batches (lists of example indices) of similar source (and target) length.
+def length_buckets(lengths: Sequence[int], batch_size: int, bucket_width: float = 0.2,
+                   seed: int = 0) -> list[list[int]]:
+    """Fixed training batches (lists of example indices) of similar source length.
 
     Examples are grouped into length bins `bucket_width` wide (relative: 0.2 = lengths within 20 % of
     each other), shuffled inside each bin with a seeded RNG and cut into batches of `batch_size` (the
-    leftovers of all bins, in length order, make the last batches). With `target_lengths` and
-    `target_bucket_width`, each source bin is first ordered by target-length bin (stable: shuffled within
-    one), so a batch's summaries are of similar length too: the decoder and LM head then compute little
-    padding. Padding stays small while a batch still mixes unrelated dialogues (exact sorting would group
-    near-identical ones). The batches are fixed once; the trainer shuffles their order every epoch (as
-    fairseq does), deterministically per seed and epoch, resumable mid-epoch (`Data.train_batches`).
+    leftovers of all bins, in length order, make the last batches). Padding stays small while a batch
+    still mixes unrelated dialogues (exact sorting would group near-identical ones). The batches are
+    fixed once; the trainer shuffles their order every epoch (as fairseq does), deterministically per
+    seed and epoch, resumable mid-epoch (`Data.train_batches`).
     """
     require_range("data.bucket_width", bucket_width, 0.01)
-    if target_bucket_width is not None:
-        require_range("data.target_bucket_width", target_bucket_width, 0.01)
     rng = random.Random(seed)
     bins: dict[int, list[int]] = {}
     for i, length in enumerate(lengths):
-        bins.setdefault(_length_bin(length, bucket_width), []).append(i)
+        bins.setdefault(math.floor(math.log(length) / math.log1p(bucket_width)), []).append(i)
     batches, leftovers = [], []
     for key in sorted(bins):
         members = bins[key]
         rng.shuffle(members)
-        if target_lengths is not None and target_bucket_width is not None:
-            members.sort(key=lambda i: _length_bin(target_lengths[i], target_bucket_width))
         full = len(members) - len(members) % batch_size
         batches += [members[s : s + batch_size] for s in range(0, full, batch_size)]
         leftovers += members[full:]
     leftovers.sort(key=lambda i: lengths[i])
     return batches + [leftovers[s : s + batch_size] for s in range(0, len(leftovers), batch_size)]
-
-
-def _length_bin(length: int, width: float) -> int:
-    """Bins of lengths within `width` (relative) of each other: floor(log_{1 + width} length)."""
-    return math.floor(math.log(max(length, 1)) / math.log1p(width))
 
 
 class DialogueSummaryData:
@@ -110,7 +98,7 @@ class DialogueSummaryData:
                  keep_whole: str | None = r"#\w+#", tokenizer_cache_dir: str | None = None,
                  max_source_length: int = 512, max_target_length: int = 128, batch_size: int = 16,
                  eval_batch_size: int | None = None, num_workers: int = 0, bucket_by_length: bool = True,
-                 bucket_width: float = 0.2, target_bucket_width: float | None = None,
+                 bucket_width: float = 0.2,
                  max_eval_examples: int | None = None, on_error: str = "raise", demo: bool = False,
                  demo_dir: str | None = None, seed: int = 0, state: dict[str, Any] | None = None) -> None:
         require_choice("data.on_error", on_error, ON_ERROR)
@@ -127,7 +115,6 @@ class DialogueSummaryData:
         self.keep_whole, self.tokenizer_cache_dir = keep_whole, tokenizer_cache_dir
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.bucket_by_length, self.bucket_width = bucket_by_length, bucket_width
-        self.target_bucket_width = target_bucket_width
         self.batch_size = batch_size
         self._train_batches: list[list[int]] | None = None
         self.eval_batch_size = eval_batch_size or batch_size
@@ -147,9 +134,8 @@ class DialogueSummaryData:
         for split, split_rows in rows.items():
             examples = self._encode(split_rows, split, with_texts=split != "train")
             if split == "train" and self.bucket_by_length:  # in file order: the batches are index groups
-                self._train_batches = length_buckets(
-                    [len(ex["input_ids"]) for ex in examples], self.batch_size, self.bucket_width, self.seed,
-                    [len(ex["labels"]) for ex in examples], self.target_bucket_width)
+                self._train_batches = length_buckets([len(ex["input_ids"]) for ex in examples], self.batch_size,
+                                                     self.bucket_width, self.seed)
             else:  # sorted by length (less padding); `index` restores the file order of evaluation splits
                 examples.sort(key=lambda ex: len(ex["input_ids"]))
             self.datasets[split] = SummaryDataset(examples)
