@@ -7,8 +7,8 @@ what `trainer.compile` gains.
         bart_tiny                                                     # eager vs torch.compile (inductor)
 
 For each experiment: its data (training split, through the trainer's own `TrainLoader`: persistent,
-prefetching workers with `data.num_workers` > 0), model, policy and AdamW over `param_groups`, exactly
-as `train` builds them; then `--steps` timed training steps after `--warmup`, each split into the four
+prefetching workers with `data.num_workers` > 0), model, policy and the recipe's optimizer over `param_groups`,
+exactly as `train` builds them; then `--steps` timed training steps after `--warmup`, each split into the four
 phases of a step: waiting for the batch from the DataLoader (read, augment, collate), forward, backward,
 optimizer step. Experiments take turns step by step, so the load of a shared machine hits them alike.
 samples/s = batch size x steps / total time; the phase shares say where the time goes (`data` is the
@@ -57,7 +57,8 @@ class Bench:
         torch.manual_seed(0)
         self.policy = build_policy(cfg, self.data).train()
         self.forward = torch.compile(self.policy) if compiled else self.policy
-        self.optimizer = torch.optim.AdamW(param_groups(self.policy, 0.01), lr=1e-4)
+        self.optimizer = instantiate(cfg.optimizer)(param_groups(  # the recipe's optimizer, as `train` builds it
+            self.policy, cfg.optimizer.get("weight_decay", 0.0), cfg.get("group_lr")))
         self.params = sum(p.numel() for p in self.policy.parameters())
         self.batches = self._forever()
         self.seconds = dict.fromkeys(PHASES, 0.0)
