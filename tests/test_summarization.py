@@ -272,6 +272,31 @@ def test_encoder_gain_is_zero_exactly_when_the_decoder_cannot_see_the_dialogue(t
     assert gain() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_training_loss_projects_only_labelled_positions_and_equals_hugging_face_full_logits(tmp_path):
+    rows = [{**row, "summary": row["summary"].replace(".", " and back" * i + ".")} for i, row in enumerate(ROWS[:4])]
+    val = write_jsonl(tmp_path / "v.jsonl", rows)
+    data = make_data(tmp_path, ROWS, bucket_by_length=False, files={"val": str(val)})
+    data.setup(None, ("train", "val"))
+    policy = tiny_policy(data, label_smoothing=0.1)
+    with torch.no_grad():
+        policy.model.net.final_logits_bias.normal_()  # the head's bias must come along
+    batch = data.collate([data.dataset("val")[i] for i in range(4)])
+    inputs, labels = policy.targets(batch["labels"])
+    labelled = labels != LABEL_PAD
+    assert not labelled.all()  # summaries of different lengths: padded rows exist
+    full = policy.model.net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            decoder_input_ids=inputs, use_cache=False).logits
+    kept = policy.model(batch["input_ids"], batch["attention_mask"], inputs, labelled)
+    assert kept.shape == (int(labelled.sum()), full.size(-1))
+    torch.testing.assert_close(kept, full[labelled])
+    for reduction in ("mean", "sum"):
+        expected = torch.nn.functional.cross_entropy(full.flatten(0, 1), labels.flatten(), ignore_index=LABEL_PAD,
+                                                     reduction=reduction, label_smoothing=0.1)
+        loss, tokens = policy._loss(batch, reduction=reduction)
+        torch.testing.assert_close(loss, expected)
+        assert tokens == labelled.sum()
+
+
 def test_freezing_embeddings_and_first_encoder_layers_until_an_epoch(tmp_path):
     from emotionsumm.models.seq2seq import BartSummarizer
     from emotionsumm.optim import param_groups

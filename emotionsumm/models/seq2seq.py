@@ -1,7 +1,7 @@
 """Encoder–decoder summarizers: BART (from a config preset or pretrained) and a warm-started BERT2BERT.
 
 Both wrap a Hugging Face model as `self.net` behind one interface the seq2seq policy uses:
-`forward(input_ids, attention_mask, decoder_input_ids) -> logits`, `generate(...)`,
+`forward(input_ids, attention_mask, decoder_input_ids[, positions]) -> logits`, `generate(...)`,
 `decoder_start_token_id`, plus freezing (embeddings and/or the first k encoder layers until
 `unfreeze_at_epoch`). Sequence limits are checked against the position tables at construction,
 i.e. before any training step.
@@ -74,11 +74,13 @@ class Summarizer(nn.Module):
     def pad_token_id(self) -> int:
         return int(self.net.generation_config.pad_token_id)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                decoder_input_ids: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced next-token logits (batch, target length, vocab)."""
-        return self.net(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                        use_cache=False).logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced next-token logits (batch, target length, vocab); with a boolean `positions` mask
+        (batch, target length) only those rows (n, vocab)."""
+        logits = self.net(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                          use_cache=False).logits
+        return logits if positions is None else logits[positions]
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         """Encoder outputs; their masked mean goes through `self.pooled` (the exported embedding)."""
@@ -156,6 +158,16 @@ class BartSummarizer(Summarizer):
     def max_positions(self) -> tuple[int, int]:
         n = int(self.net.config.max_position_embeddings)
         return n, n
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """As `Summarizer.forward`, but with `positions` the LM head (the vocabulary projection, the costliest
+        layer of a small BART) runs on those rows only: `BartForConditionalGeneration`'s head, applied here."""
+        hidden = self.net.model(input_ids=input_ids, attention_mask=attention_mask,
+                                decoder_input_ids=decoder_input_ids, use_cache=False).last_hidden_state
+        if positions is not None:
+            hidden = hidden[positions]
+        return self.net.lm_head(hidden) + self.net.final_logits_bias.to(hidden.device)
 
 
 class Bert2BertSummarizer(Summarizer):

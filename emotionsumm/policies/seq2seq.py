@@ -79,10 +79,15 @@ class Seq2SeqPolicy(ModelHooks, nn.Module):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if sources is not None:
             ids, mask = ids[sources], mask[sources]
-        logits = self.model(ids, mask, decoder_inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=LABEL_PAD,
-                               reduction=reduction, label_smoothing=self.label_smoothing)
-        return loss, (labels != LABEL_PAD).sum()
+        labelled = labels != LABEL_PAD
+        if ids.device.type == "cpu":  # logits of labelled positions only: padded summary rows cost nothing
+            # (selecting them needs their count on the host: free on CPU, a pipeline stall on a GPU)
+            logits, labels = self.model(ids, mask, decoder_inputs, labelled), labels[labelled]
+        else:
+            logits, labels = self.model(ids, mask, decoder_inputs).flatten(0, 1), labels.flatten()
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=LABEL_PAD, reduction=reduction,
+                               label_smoothing=self.label_smoothing)
+        return loss, labelled.sum()
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self._loss(batch)[0]
