@@ -20,6 +20,8 @@ from .target_allowlist import UntrustedConfigError, check_config
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
+# the names `Checkpointer.plan` gives top-k files; no other file is ever ranked, loaded as best or deleted
+TOPK_NAME = re.compile(r"epoch\d{3,}-step\d{7,}-[A-Za-z0-9_.-]+_(-?\d+\.\d{4}|-?inf)\.ckpt")
 # 2: the EMA's state (weights and update counter) under "ema"; run state from `state.TrainState`
 FORMAT_VERSION = 2
 
@@ -203,7 +205,7 @@ class Checkpointer:
         score = float(metrics[self.monitor])
         if math.isnan(score):
             return None, []
-        # no '=' in names: Hydra overrides such as ckpt=<path> would need quoting
+        # no '=' in names: Hydra overrides such as ckpt=<path> would need quoting (TOPK_NAME matches them)
         name = f"epoch{epoch:03d}-step{step:07d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.monitor)}_{score:.4f}.ckpt"
         ranked = self._sorted(self.best + [(score, name)])
         keep = ranked if self.save_top_k < 0 else ranked[: self.save_top_k]
@@ -226,7 +228,8 @@ class Checkpointer:
             else:
                 atomic_save(payload, self.directory / LAST)
         for name in dropped:
-            (self.directory / name).unlink(missing_ok=True)
+            if TOPK_NAME.fullmatch(name):  # only files this checkpointer named, in its own directory
+                (self.directory / name).unlink(missing_ok=True)
 
     def load_best(self, policy: nn.Module, ema: Any) -> None:
         """Load the best top-k checkpoint's weights (and EMA) into `policy` on every rank, if there is one."""
@@ -247,4 +250,23 @@ class Checkpointer:
             log.warning("monitor changed from %s (%s) to %s (%s): top-k ranking restarts",
                         state.get("monitor"), state.get("mode"), self.monitor, self.mode)
             return
-        self.best = [(float(score), str(name)) for score, name in state["best"]]
+        self.best = _checked_ranking(state["best"])
+
+
+def _checked_ranking(entries: Any) -> list[tuple[float, str]]:
+    """A stored top-k ranking, refused unless every entry is (score, a file name `plan` generates): the names are
+    files this run later loads and deletes, so a crafted checkpoint must not name anything else."""
+    ranking = []
+    for entry in entries if isinstance(entries, (list, tuple)) else [entries]:
+        name = entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else None
+        if not isinstance(name, str) or not TOPK_NAME.fullmatch(name):
+            raise CheckpointError(
+                f"trainer.resume: the checkpoint's top-k ranking (callbacks.checkpointer.best) holds {entry!r}, "
+                "which is not a checkpoint file name emotionsumm writes; refusing to resume from it (nothing was "
+                "deleted). Resume from a checkpoint of your own, or start a new run.")
+        try:
+            ranking.append((float(entry[0]), name))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"trainer.resume: the checkpoint's top-k ranking holds a score {entry[0]!r} "
+                                  "that is not a number; refusing to resume from it") from None
+    return ranking

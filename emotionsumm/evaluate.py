@@ -51,7 +51,8 @@ def _evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if cfg.get("model") is not None:
         raise ValueError("experiment=… only applies to baseline=…; a checkpoint carries its own config "
                          "(override its data with +data.<key>=…)")
-    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cfg.get("data"), splits=(cfg.split,))
+    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cfg.get("data"), splits=(cfg.split,),
+                                         cache_dir=cfg.paths.cache_dir)
     decoding = {k: v for k, v in (cfg.get("generation") or {}).items() if v is not None}
     if decoding:
         if not hasattr(policy, "generation"):

@@ -31,7 +31,7 @@ def predict(cfg: DictConfig) -> list[str]:
     from .quantize import quantize
     from .runtime import load_for_inference
 
-    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights)
+    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cache_dir=cfg.paths.cache_dir)
     manifest = cfg.get("embeddings_manifest") if cfg.export_embeddings else None
     if manifest and not isinstance(data, MultimodalData):
         raise ValueError(f"embeddings_manifest={manifest}: {type(data).__name__} reads no manifests; it needs a "

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import load_checkpoint, policy_weights
+from .checkpoint import CheckpointError, load_checkpoint, policy_weights
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +50,25 @@ def build_policy(cfg: DictConfig, data: Any) -> torch.nn.Module:
 
 
 def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: DictConfig | None = None,
-                       splits: tuple[str, ...] = ()) -> tuple[DictConfig, Any, torch.nn.Module]:
+                       splits: tuple[str, ...] = (), cache_dir: str | Path = ".cache"
+                       ) -> tuple[DictConfig, Any, torch.nn.Module]:
     """Rebuild data, model and policy from a self-describing checkpoint and load its weights.
 
-    `weights=ema` uses the EMA weights when the checkpoint has them (else the raw ones, with a
-    warning); `weights=raw` the trained weights.
+    Only the stored `model`, `policy` and `data` are built, and the data's caches and demo files go under
+    `cache_dir` (this command's `paths.cache_dir`), never where the checkpoint says (`stored_config`).
+    `weights=ema` uses the EMA weights when the checkpoint has them (else the raw ones, with a warning);
+    `weights=raw` the trained weights.
     """
+    from .stored_config import StoredConfigError, inference_config
+
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights={weights!r} is not allowed; choose 'ema' or 'raw'")
     ckpt = load_checkpoint(ckpt_path, key="ckpt")
-    cfg = OmegaConf.create(ckpt["config"])
-    if data_overrides:
-        if cfg.data.get("demo") and {"files", "file", "root"} & set(data_overrides) and "demo" not in data_overrides:
-            data_overrides = OmegaConf.merge(data_overrides, {"demo": False})  # the user's own file, not demo data
-        cfg.data = OmegaConf.merge(cfg.data, data_overrides)
+    try:
+        cfg = inference_config(ckpt["config"], cache_dir, data_overrides)
+    except StoredConfigError as exc:
+        raise CheckpointError(f"ckpt: {ckpt_path}: refusing to build from this checkpoint: {exc}; nothing was "
+                              "run. Only use checkpoints from people you trust.") from None
     data = build_data(cfg, None, state=ckpt.get("data"), splits=splits)
     policy = build_policy(cfg, data)
     state = policy_weights(ckpt, weights)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from emotionsumm import checkpoint
+from emotionsumm import checkpoint, stored_config
 from emotionsumm.checkpoint import Checkpointer, CheckpointError
 from emotionsumm.config import CONFIG_DIR
 from emotionsumm.io import TMP_PREFIX, DiskFullError, atomic_write_text
@@ -119,12 +119,13 @@ def test_evaluate_refuses_a_checkpoint_naming_code(ckpt, tmp_path, monkeypatch, 
                          ids=[p[0] for p in PAYLOADS if p[-1]])
 @pytest.mark.slow
 def test_without_the_check_the_payloads_would_run(ckpt, tmp_path, monkeypatch, where, make, key, target, live):
-    """Control: each position above is one evaluate really builds, so the refusal is what saves the files."""
+    """Control: each position above is one evaluate really builds, so the refusals are what save the files."""
     from emotionsumm.runtime import load_for_inference
 
     scene = Scene(tmp_path, monkeypatch)
     bad = _tampered(ckpt, tmp_path, where, make(scene))
     monkeypatch.setattr(checkpoint, "check_config", lambda config: None)
+    monkeypatch.setattr(stored_config, "check_roles", lambda config: None)  # the second layer: what may be nested
     with pytest.raises(Exception):  # noqa: B017 - the payload runs, then the real class rejects its kwarg
         load_for_inference(str(bad))
     assert not scene.untouched()
