@@ -55,7 +55,7 @@ def _limit(skip: str) -> Range:
 
 RANGES: dict[str, Range] = {
     "seed": Range(0),
-    "trainer.max_epochs": Range(1, note="(to stop by steps instead, set trainer.max_steps > 0)"),
+    "trainer.max_epochs": Range(1, special=(-1,), note="(-1: no epoch limit, trainer.max_steps > 0 decides)"),
     "trainer.max_steps": Range(1, special=(-1,), note="(use -1 to let trainer.max_epochs decide the run length)"),
     "trainer.accumulate_grad_batches": COUNT,
     "trainer.gradient_clip_val": Range(0, low_open=True, special=(None, 0, 0.0),
