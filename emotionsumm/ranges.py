@@ -2,7 +2,8 @@
 
 `config.validate_config` checks a composed config against it before anything is built; the Trainer, the
 EMA and the schedulers check their own arguments against the same rules when they are constructed directly
-(tests, benchmarks). Keys are config paths (`fnmatch` patterns where a key recurs, e.g. every `model.…dropout`);
+(tests, benchmarks). Keys are config paths (`fnmatch` patterns where a key recurs, e.g. every `model.…dropout`)
+and apply whichever `_target_` the node has (these names mean the same in every optimizer, model or data class);
 keys of user `_target_`s that are not in the table are not range-checked. No torch import here.
 """
 
