@@ -207,20 +207,26 @@ def _check_node(node: DictConfig, path: str, errors: list[str]) -> None:
             continue
         if isinstance(value, DictConfig):
             _check_node(value, f"{path}.{key}", errors)
-        elif key in params:
-            error = _type_error(f"{path}.{key}", value, *params[key])
-            if error:
-                errors.append(error)
+            continue
+        error = _type_error(f"{path}.{key}", value, *params[key]) if key in params else None
+        errors.extend([error] if error else _range_errors(f"{path}.{key}", value))
+
+
+def _range_errors(key: str, value: Any) -> list[str]:
+    from .ranges import range_errors  # ranges imports range_error from here
+
+    return range_errors(key, value)
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail before anything heavy with every bad value, each naming its key and what is allowed.
 
     Checks that the keys of the `_target_` nodes in VALIDATED_NODES hold the scalar types their
-    constructor signatures declare (bool/int/float, optionally null), and that every learning rate
-    (`optimizer.lr`, each value of `group_lr`) is a positive number.
+    constructor signatures declare (bool/int/float, optionally null), that the values of the right type
+    are in the ranges of `ranges.RANGES`, and that every learning rate (`optimizer.lr`, each value of
+    `group_lr`) is a positive number.
     """
-    errors: list[str] = []
+    errors: list[str] = _range_errors("seed", cfg.get("seed"))
     for name in VALIDATED_NODES:
         node = cfg.get(name)
         if isinstance(node, DictConfig):

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .ranges import require_ranges
+
 
 class EMA:
     """Keeps `module` = decay * module + (1 - decay) * source after every optimizer step.
@@ -20,8 +22,7 @@ class EMA:
 
     def __init__(self, module: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
         """Copy `module` (already on its final device: the copy follows the source's tensors)."""
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"ema.decay={decay!r} is out of range; allowed: [0, 1)")
+        require_ranges("ema", {"decay": decay})
         self.decay = decay
         self.warmup = warmup
         self.num_updates = 0

@@ -12,13 +12,13 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from .config import require_range
+from .ranges import require_ranges
 
 log = logging.getLogger(__name__)
 
 
 def _cap_warmup(warmup_steps: int, total_steps: int) -> int:
-    require_range("scheduler.warmup_steps", warmup_steps, 0)
+    require_ranges("scheduler", {"warmup_steps": warmup_steps})
     if total_steps > 0 and warmup_steps >= total_steps:
         capped = max(1, total_steps // 10)
         log.warning("scheduler.warmup_steps=%d is not shorter than the run (%d optimizer steps); "
@@ -49,6 +49,7 @@ class _Schedule:
 def cosine_with_warmup(optimizer: Optimizer, total_steps: int, warmup_steps: int = 500,
                        min_lr_ratio: float = 0.0) -> LambdaLR:
     """Linear warmup to the base lr, then cosine annealing to `min_lr_ratio` * base lr at the end."""
+    require_ranges("scheduler", {"min_lr_ratio": min_lr_ratio})
     warmup = _cap_warmup(warmup_steps, total_steps)
     return LambdaLR(optimizer, _Schedule("cosine", warmup, total_steps, min_ratio=min_lr_ratio))
 
@@ -61,6 +62,6 @@ def constant_with_warmup(optimizer: Optimizer, total_steps: int, warmup_steps: i
 def step_decay(optimizer: Optimizer, total_steps: int, step_size: int = 1000, gamma: float = 0.1,
                warmup_steps: int = 0) -> LambdaLR:
     """Multiply the lr by `gamma` every `step_size` optimizer steps (after an optional warmup)."""
-    require_range("scheduler.step_size", step_size, 1)
+    require_ranges("scheduler", {"step_size": step_size, "gamma": gamma})
     warmup = _cap_warmup(warmup_steps, total_steps)
     return LambdaLR(optimizer, _Schedule("step", warmup, total_steps, step_size=step_size, gamma=gamma))

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .checkpoint import LAST, Checkpointer, find_resume, restore_training, training_payload
-from .config import flatten, require_choice, require_range
+from .config import flatten, require_choice
 from .devices import PRECISIONS, autocast, compiled_graphs, device_for
 from .ema import EMA
 from .evaluation import score, to_device
@@ -31,6 +31,7 @@ from .interrupt import StopRequest, signal_name
 from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
 from .loggers import MetricLogger, NullLogger, grad_norm, open_logger
 from .meter import StepChecks, TrainMeter
+from .ranges import require_ranges
 from .state import EarlyStopping, TrainState
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,9 @@ class Trainer:
                  validate_raw: str = "final", compile: bool = False, compile_backend: str = "inductor",
                  logger: Callable[..., MetricLogger] | None = None, ema: Callable[[nn.Module], EMA] | None = None,
                  run_config: dict[str, Any] | None = None, stop: StopRequest | None = None) -> None:
+        require_ranges("trainer", locals())  # the ranges validate_config checks (ranges.RANGES)
         precision = str(precision)
         require_choice("trainer.precision", precision, PRECISIONS)
-        require_range("trainer.accumulate_grad_batches", accumulate_grad_batches, 1)
         require_choice("trainer.mode", mode, ("min", "max"))
         require_choice("trainer.validate_raw", validate_raw, VALIDATE_RAW)
         if monitor.startswith("val_raw/") and validate_raw != "always":

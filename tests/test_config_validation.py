@@ -135,3 +135,101 @@ def test_cli_fails_before_training_and_names_the_keys(tmp_path):
     assert "trainer.max_steps='abc' is not a valid int (expected int" in proc.stderr
     assert "optimizer.lr='fast' is not a valid float" in proc.stderr
     assert not (run / "checkpoints").exists() and not (run / "provenance.json").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 is out of range; allowed: > 0 (the max gradient "
+                                     "norm; use null or 0 to disable clipping)"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0 is out of range; allowed: >= 1 (an int: that "
+                                      "many batches; a float in (0, 1]: that fraction; null: all)"),
+    ("trainer.limit_val_batches=0", "To skip validation, give no validation split (data.files.val=null)"),
+    ("trainer.limit_val_batches=0.0", "trainer.limit_val_batches=0.0 is out of range; allowed: (0, 1]"),
+    ("trainer.limit_test_batches=1.5", "trainer.limit_test_batches=1.5 is out of range; allowed: (0, 1]"),
+    ("trainer.limit_test_batches=0", "To skip the test, set trainer.test_after_fit=false"),
+    ("trainer.val_every_n_steps=0", "trainer.val_every_n_steps=0 is out of range; allowed: >= 1 (use null to "
+                                    "disable validation by steps)"),
+    ("trainer.val_every_n_epochs=0", "trainer.val_every_n_epochs=0 is out of range; allowed: >= 1 (use null"),
+    ("trainer.checkpoint_every_n_steps=0", "trainer.checkpoint_every_n_steps=0 is out of range; allowed: >= 1 "
+                                           "(use null to disable checkpoints by steps"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 is out of range; allowed: >= 1 (-1: no epoch limit"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 is out of range; allowed: >= 1 (use -1 to let trainer.max_epochs"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is out of range; allowed: >= 1"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is out of range; allowed: >= 1"),
+    ("trainer.save_top_k=-2", "trainer.save_top_k=-2 is out of range; allowed: >= -1 (-1: keep every checkpoint"),
+    ("trainer.early_stopping_patience=0", "trainer.early_stopping_patience=0 is out of range; allowed: >= 1 (use "
+                                          "null to disable early stopping)"),
+    ("trainer.early_stopping_min_delta=-0.1", "trainer.early_stopping_min_delta=-0.1 is out of range; allowed: >= 0"),
+    ("trainer.overfit_batches=-1", "trainer.overfit_batches=-1 is out of range; allowed: >= 0 (0: off)"),
+    ("trainer.fast_dev_run=0", "trainer.fast_dev_run=0 is out of range; allowed: >= 1 (or true = 1; use false"),
+    ("ema.decay=1.0", "ema.decay=1.0 is out of range; allowed: [0, 1) (use ema.enabled=false to disable EMA)"),
+    ("scheduler.warmup_steps=-5", "scheduler.warmup_steps=-5 is out of range; allowed: >= 0"),
+    ("scheduler.min_lr_ratio=1.5", "scheduler.min_lr_ratio=1.5 is out of range; allowed: [0, 1]"),
+    ("optimizer.weight_decay=-0.01", "optimizer.weight_decay=-0.01 is out of range; allowed: >= 0"),
+    ("optimizer.betas=[0.9,1.0]", "optimizer.betas[1]=1.0 is out of range; allowed: [0, 1)"),
+    ("optimizer.eps=0", "optimizer.eps=0 is out of range; allowed: > 0"),
+    ("data.batch_size=0", "data.batch_size=0 is out of range; allowed: >= 1"),
+    ("data.eval_batch_size=0", "data.eval_batch_size=0 is out of range; allowed: >= 1"),
+    ("data.num_workers=-1", "data.num_workers=-1 is out of range; allowed: >= 0"),
+    ("policy.label_smoothing=1.0", "policy.label_smoothing=1.0 is out of range; allowed: [0, 1)"),
+    ("model.dropout=1.0", "model.dropout=1.0 is out of range; allowed: [0, 1)"),
+    ("model.classifier_dropout=-0.1", "model.classifier_dropout=-0.1 is out of range; allowed: [0, 1)"),
+    ("seed=-1", "seed=-1 is out of range; allowed: >= 0"),
+])
+def test_out_of_range_value_is_refused_naming_key_value_and_range(override, message):
+    assert message in invalid([override])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optimizer=sgd", "optimizer.momentum=1.0"], "optimizer.momentum=1.0 is out of range; allowed: [0, 1)"),
+    (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0 is out of range; allowed: >= 1"),
+    (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma=0 is out of range; allowed: (0, 1]"),
+    (["experiment=summarization", "policy.num_beams=0"], "policy.num_beams=0 is out of range; allowed: >= 1"),
+    (["experiment=summarization", "data.max_eval_examples=0"], "data.max_eval_examples=0 is out of range; "
+                                                               "allowed: >= 1 (null: all)"),
+    (["experiment=emotion_fusion", "model.encoders.audio.dropout=1.5"], "model.encoders.audio.dropout=1.5 is out "
+                                                                        "of range; allowed: [0, 1)"),
+    (["experiment=emotion_fusion", "model.modality_dropout=1.0"], "model.modality_dropout=1.0 is out of range"),
+])
+def test_out_of_range_value_of_another_config_choice_is_refused(overrides, message):
+    assert message in invalid(overrides)
+
+
+def test_the_issue_settings_are_refused_all_at_once():
+    message = invalid(["trainer.gradient_clip_val=-1", "trainer.limit_train_batches=0", "trainer.limit_val_batches=0",
+                       "trainer.val_every_n_steps=0", "trainer.checkpoint_every_n_steps=0"])
+    keys = ["gradient_clip_val", "limit_train_batches", "limit_val_batches", "val_every_n_steps",
+            "checkpoint_every_n_steps"]
+    assert sorted(line.split("=")[0] for line in message.splitlines()[1:]) == sorted(f"  trainer.{k}" for k in keys)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["trainer.gradient_clip_val=null"], ["trainer.gradient_clip_val=0"], ["trainer.gradient_clip_val=0.5"],
+    ["trainer.limit_val_batches=1.0", "trainer.limit_train_batches=3", "trainer.limit_test_batches=0.01"],
+    ["trainer.val_every_n_epochs=null", "trainer.val_every_n_steps=5", "trainer.checkpoint_every_n_steps=1"],
+    ["trainer.max_steps=10", "trainer.max_epochs=-1"], ["trainer.save_top_k=-1", "trainer.early_stopping_patience=1"],
+    ["trainer.fast_dev_run=false"], ["trainer.fast_dev_run=3"], ["ema.decay=0.0"], ["seed=0"],
+], ids=lambda o: " ".join(o))
+def test_in_range_and_off_values_pass(overrides):
+    validate_config(make_cfg(RUN, overrides))
+
+
+def test_every_range_key_is_a_key_of_a_shipped_config():
+    """The table names real keys: each of its keys (or patterns) matches a key of a composed shipped config."""
+    import fnmatch
+
+    from omegaconf import DictConfig
+
+    from emotionsumm.ranges import RANGES
+
+    def keys(node: DictConfig, path: str = ""):
+        for key, child in node.items_ex(resolve=False):
+            if isinstance(child, DictConfig):
+                yield from keys(child, f"{path}{key}.")
+            else:
+                yield f"{path}{key}"
+
+    composed = set()
+    for overrides in [[], ["optimizer=sgd", "scheduler=step"], ["experiment=summarization"],
+                      ["experiment=emotion_fusion_meld_minilm"]]:
+        composed |= set(keys(make_cfg(RUN, overrides)))
+    assert [p for p in RANGES if not any(fnmatch.fnmatchcase(k, p) for k in composed)] == []

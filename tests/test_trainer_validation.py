@@ -95,3 +95,62 @@ def test_evaluation_runs_under_inference_mode_and_training_continues_afterwards(
     assert metrics["step"] == 6 and trainer.policy.norm.num_batches_tracked.item() == 6
     assert not any(t.is_inference() for t in [*trainer.policy.state_dict().values(),
                                                *trainer.ema.module.state_dict().values()])
+
+
+def _out_of_range(rule):
+    """A value just outside a rule's range (below its low bound, else above its high one)."""
+    return rule.low - 1 if rule.low is not None else rule.high + 1
+
+
+def test_trainer_built_directly_refuses_every_trainer_range_of_the_table(tmp_path):
+    """Trainer(...) (tests, benchmarks: no validate_config) checks the same table: every `trainer.*` rule names
+    a Trainer argument, and a value outside its range is refused naming the key."""
+    import inspect
+
+    from emotionsumm.ranges import RANGES
+    from emotionsumm.trainer import Trainer
+
+    rules = {key.removeprefix("trainer."): rule for key, rule in RANGES.items() if key.startswith("trainer.")}
+    assert set(rules) <= set(inspect.signature(Trainer).parameters)
+    assert {"gradient_clip_val", "limit_train_batches", "limit_val_batches", "val_every_n_steps",
+            "checkpoint_every_n_steps"} <= set(rules)
+    for name, rule in rules.items():
+        bad = _out_of_range(rule)
+        with pytest.raises(ValueError, match=rf"^trainer\.{name}={bad} is out of range; allowed: "):
+            Trainer(run_dir=tmp_path, **{name: bad})
+
+
+def test_trainer_lists_every_bad_value_at_once(tmp_path):
+    from emotionsumm.trainer import Trainer
+
+    with pytest.raises(ValueError) as err:
+        Trainer(run_dir=tmp_path, gradient_clip_val=-1.0, limit_train_batches=0, limit_val_batches=0.0,
+                val_every_n_steps=0)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid settings:"
+    assert [line.split(" is out of range; allowed: ")[0] for line in lines[1:]] == [
+        "  trainer.gradient_clip_val=-1.0", "  trainer.val_every_n_steps=0", "  trainer.limit_train_batches=0",
+        "  trainer.limit_val_batches=0.0"]
+
+
+@pytest.mark.parametrize("clip", [None, 0, 0.0])
+def test_gradient_clipping_off_values_train_without_clipping(tmp_path, clip):
+    _, metrics = fit_tiny(tmp_path, max_steps=2, gradient_clip_val=clip, test_after_fit=False)
+    assert metrics["step"] == 2
+
+
+def test_ema_and_schedulers_refuse_with_the_table_messages():
+    from torch import nn
+
+    from emotionsumm.ema import EMA
+    from emotionsumm.schedulers import cosine_with_warmup, step_decay
+
+    with pytest.raises(ValueError, match=r"^ema.decay=1.0 is out of range; allowed: \[0, 1\) \(use ema.enabled=false"):
+        EMA(nn.Linear(2, 2), decay=1.0)
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^scheduler.warmup_steps=-1 is out of range; allowed: >= 0$"):
+        cosine_with_warmup(optimizer, total_steps=10, warmup_steps=-1)
+    with pytest.raises(ValueError, match=r"^scheduler.min_lr_ratio=2.0 is out of range; allowed: \[0, 1\]$"):
+        cosine_with_warmup(optimizer, total_steps=10, min_lr_ratio=2.0)
+    with pytest.raises(ValueError, match=r"invalid settings:\n  scheduler.step_size=0 .*\n  scheduler.gamma=-0.1 "):
+        step_decay(optimizer, total_steps=10, step_size=0, gamma=-0.1)
