@@ -79,7 +79,8 @@ class TextClassificationData(TableData):
         if self.text_pair_field is not None:
             names["data.text_pair_field"] = self.text_pair_field
         values = {key: column(record, name, where, key) for key, name in names.items()}
-        if empty := [f"{key}={names[key]!r}" for key, value in values.items() if text_value(value) is None]:
+        if empty := [f"{key}={names[key]!r}" for key, value in values.items()
+                     if text_value(value, f"{key}={names[key]!r}") is None]:
             raise BadRow(f"null, empty or whitespace-only value in {', '.join(empty)}")
         pair = values.get("data.text_pair_field")
         return str(values["data.text_field"]), str(pair) if pair is not None else None
