@@ -45,10 +45,10 @@ class TextClassificationData(TableData):
     `tokenizer_cache_dir`) and saved in the run dir; otherwise the pretrained tokenizer of that name or
     directory is used. `state` (from a checkpoint) fixes classes and tokenizer. A row whose text (or pair,
     or label) is null, empty, only whitespace or a JSON list/object raises naming its file, line and key, or
-    with `on_error=skip` is left out and counted. With `demo`, the demo set is generated into `demo_dir`, and every file must
-    lie there. Sentence pairs are encoded as one sequence with `token_type_ids` (0 for the text, 1 for the
-    pair), the longer side truncated first to fit `max_length`. `task=regression` reads numeric labels
-    (e.g. a similarity score) for a one-output model.
+    with `on_error=skip` is left out and counted. With `demo`, the demo set is generated into `demo_dir`, and
+    every file must lie there. Sentence pairs are encoded as one sequence with `token_type_ids` (0 for the
+    text, 1 for the pair), the longer side truncated first to fit `max_length`. `task=regression` reads
+    numeric labels (e.g. a similarity score) for a one-output model.
     """
 
     label_key = "data.label_field"
