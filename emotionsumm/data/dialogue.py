@@ -2,7 +2,9 @@
 
 Rows come from JSONL or JSON (SAMSum's list) files with a dialogue field and one or more summary
 fields: the first present is the training target, all present are references (DialogSum's test
-split has `summary1..3`). Sources and targets are truncated to `max_source_length` /
+split has `summary1..3`). A dialogue given as a list of strings is one turn per item, joined with
+newlines (DialogSum's own form); any other list or object, in the dialogue or a summary, is a bad row
+(never its Python repr). Sources and targets are truncated to `max_source_length` /
 `max_target_length` tokens (counted and logged); labels are padded with -100.
 """
 
@@ -22,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ..config import require_choice, require_range
 from . import tokenizers as toks
-from .readers import ON_ERROR, check_file, log_skipped, read_rows, skip_or_raise
+from .readers import ON_ERROR, check_file, log_skipped, read_rows, skip_or_raise, text_value
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,12 @@ class DialogueSummaryData:
         rows: list[Dialogue] = []
         skipped: list[str] = []
         total = 0
-        for lineno, row in read_rows(path, self.format):
+        def bad_row(lineno: int, message: str) -> None:
+            nonlocal total
+            total += 1
+            skip_or_raise(self.on_error, f"{path}:{lineno}: {message}", skipped)
+
+        for lineno, row in read_rows(path, self.format, bad_fields=bad_row):
             total += 1
             try:
                 rows.append(self._row(row, split, lineno, need_summary=True))
@@ -181,11 +188,15 @@ class DialogueSummaryData:
         dialogue = row.get(self.dialogue_field)
         if dialogue is None and self.dialogue_field not in row:
             raise ValueError(f"no field {self.dialogue_field!r} (data.dialogue_field); fields are {list(row)}")
-        dialogue = "" if dialogue is None else str(dialogue).replace("\r\n", "\n").strip()
+        if isinstance(dialogue, list) and all(isinstance(turn, str) for turn in dialogue):
+            dialogue = "\n".join(turn.strip() for turn in dialogue)  # a list of turns: one turn per line
+        dialogue = text_value(dialogue, f"data.dialogue_field={self.dialogue_field!r}") or ""
+        dialogue = dialogue.replace("\r\n", "\n").strip()
         if not dialogue:
             raise ValueError(f"empty dialogue (null, empty or only whitespace; data.dialogue_field="
                              f"{self.dialogue_field!r})")
-        refs = [str(row[f]).strip() for f in self.summary_fields if row.get(f) is not None]
+        refs = [(text_value(row[f], f"data.summary_fields: {f!r}") or "").strip() for f in self.summary_fields
+                if row.get(f) is not None]
         if need_summary and (not refs or not all(refs)):
             what = "empty summary" if refs else f"no summary: the fields {self.summary_fields} are missing or null"
             raise ValueError(f"{what} (data.summary_fields)")

@@ -10,6 +10,7 @@ A pretrained backbone's own input (size, mean/std) can come from its Hugging Fac
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,12 +134,16 @@ class ImagePipeline:
 
         where = where or str(path)
         try:
-            with Image.open(path) as image:
-                image.load()
-                self._check_size(image.size, where)
-                return self._from_pil(image)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # a face is never that large
+                with Image.open(path) as image:
+                    image.load()
+                    self._check_size(image.size, where)
+                    return self._from_pil(image)
         except ImageReadError:
             raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageReadError(where, f"too large to decode safely (downscale it if it is genuine): {exc}") from None
         except FileNotFoundError:
             raise ImageReadError(where, "file not found") from None
         except UnidentifiedImageError:

@@ -135,7 +135,8 @@ class MultimodalData(TableData):
 
     def parse(self, record: dict[Any, Any], where: str, path: Path) -> tuple[dict[str, str | None], Path]:
         """(a value per modality, None = missing; the manifest's folder, which media paths are relative to)."""
-        values = {m: text_value(record.get(self.columns.get(m) or "")) for m in self.columns}
+        values = {m: text_value(record.get(column or ""), f"column {column!r} (modality {m})")
+                  for m, column in self.columns.items()}
         if all(v is None for v in values.values()):
             raise BadRow(f"no modality present (columns {self.columns} are all null, empty or missing)",
                          fix="fill at least one, or fix data.columns")

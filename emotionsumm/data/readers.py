@@ -48,16 +48,26 @@ def read_text(path: Path) -> str:
     return decode_utf8(path.read_bytes(), str(path))
 
 
+class BadRow(ValueError):
+    """A row that cannot be used (e.g. a blank text, a list where a text belongs): handled by `data.on_error`."""
+
+    def __init__(self, message: str, fix: str = "fix the row") -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
 def read_rows(path: Path, fmt: str | None = None, has_header: bool = True, delimiter: str | None = None,
               bad_fields: Callable[[int, str], None] | None = None) -> Iterator[tuple[int, dict[Any, Any]]]:
     """Yield (line number, row) pairs. Without a header, CSV/TSV rows are keyed by column index.
 
     `delimiter` (one character, or tab/comma/pipe/semicolon/space) splits the columns of a delimited file
     whatever its suffix (`data.delimiter`); by default CSV uses "," and TSV a tab (tab-separated: no quoting,
-    so quote characters are text, as in GLUE's TSV files). With `bad_fields`, a delimited row whose number of
-    fields differs from the header's (e.g. a text broken by a stray newline) is not yielded but passed to
-    `bad_fields(line, message)`; without it such a row is zipped with the header as it is.
-    A JSON list yields (item number, row). Errors name the file and line."""
+    so quote characters are text, as in GLUE's TSV files). A row's line number is the line it starts on.
+    Rows that would change meaning silently are not yielded but passed to `bad_fields(line, message)`
+    (without it they raise a ValueError naming the file and line): broken CSV quoting, a quoted field that
+    swallowed the rows after it (see `_swallowed`), the header repeated as a row; a delimited row whose
+    number of fields differs from the header's is passed too (without `bad_fields` it is zipped as it is).
+    A JSON list yields (item number, row)."""
     if delimiter is not None:
         delimiter = DELIMITER_NAMES.get(str(delimiter).lower(), str(delimiter))
         if len(delimiter) != 1:
@@ -70,22 +80,80 @@ def read_rows(path: Path, fmt: str | None = None, has_header: bool = True, delim
         raise ValueError(f"{path}: unknown format {fmt!r}; allowed: {list(FORMATS)} (set data.format, or "
                          "data.delimiter for a delimited text file)")
     text = read_text(path)
+
+    def bad(lineno: int, message: str) -> None:
+        if bad_fields is None:
+            raise ValueError(f"{path}:{lineno}: {message}; fix the row")
+        bad_fields(lineno, message)
+
     if fmt in ("jsonl", "json"):
-        yield from _json_rows(path, text)
+        for lineno, row in _json_rows(path, text):
+            if len(row) > 1 and all(isinstance(v, str) and v == str(k) for k, v in row.items()):
+                bad(lineno, HEADER_AGAIN)
+            else:
+                yield lineno, row
         return
-    delimiter = delimiter or ("\t" if fmt == "tsv" else ",")
+    yield from _delimited_rows(path, text, delimiter or ("\t" if fmt == "tsv" else ","), has_header, bad,
+                               bad_fields is not None)
+
+
+HEADER_AGAIN = "the header repeated as a row (e.g. files concatenated with their headers); delete that line"
+
+
+def _delimited_rows(path: Path, text: str, delimiter: str, has_header: bool, bad: Callable[[int, str], None],
+                    count_fields: bool) -> Iterator[tuple[int, dict[Any, Any]]]:
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV convention: quotes are text
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    header = next(reader, None) if has_header else None
-    offset = 2 if has_header else 1
-    for lineno, values in enumerate(reader, start=offset):
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
+                        strict=quoting != csv.QUOTE_NONE)
+    header = None
+    while True:
+        lineno = reader.line_num + 1  # where this record starts (a quoted field may span lines)
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if header is None and has_header:
+                raise ValueError(f"{path}:{lineno}: broken CSV quoting in the header ({exc}); fix the header") from None
+            bad(lineno, f"broken CSV quoting ({exc}, line {reader.line_num}): a quote opened here is not closed, or "
+                        'text follows a closing quote; close the quote, and double a quote inside a quoted field ("")')
+            continue
+        if has_header and header is None:
+            header = values
+            continue
         if not values:
             continue
-        if header and bad_fields is not None and len(values) != len(header):
-            bad_fields(lineno, f"{len(values)} field(s) where the header has {len(header)} (a malformed row, e.g. "
-                               "a text broken by a newline or holding the delimiter)")
+        if header and count_fields and len(values) != len(header):
+            bad(lineno, f"{len(values)} field(s) where the header has {len(header)} (a malformed row, e.g. "
+                        "a text broken by a newline or holding the delimiter)")
+            continue
+        if header and len(header) > 1 and values == header:
+            bad(lineno, HEADER_AGAIN)
+            continue
+        if quoting != csv.QUOTE_NONE and (swallowed := _swallowed(values, len(header or values), delimiter)):
+            bad(lineno, f"the quoted field {swallowed[0] + 1} spans lines {lineno}-{reader.line_num} and holds the "
+                        f"rest of its row and then a whole row ({swallowed[1]!r}): a quote that is not closed "
+                        "merged rows; close the quote (or, if the line breaks belong to the text, save the table "
+                        "as JSONL)")
             continue
         yield lineno, dict(zip(header, values)) if header else dict(enumerate(values))
+
+
+def _swallowed(values: list[str], width: int, delimiter: str) -> tuple[int, str] | None:
+    """(field index, the first swallowed row) when a field that spans lines looks like an unclosed quote's
+    work: its first line completes the row (the delimiter-plus-newline pattern, `...,joy⏎`) and a later,
+    whole line of it parses as a full row of `width` fields. Multi-line texts without that shape pass."""
+    for i, value in enumerate(values):
+        lines = value.replace("\r\n", "\n").split("\n")
+        if len(lines) < 3:
+            continue
+        first = next(csv.reader([lines[0]], delimiter=delimiter))
+        if len(first) != width - i or not all(v.strip() for v in first):
+            continue
+        for line in lines[1:-1]:
+            if len(next(csv.reader([line], delimiter=delimiter), [])) == width:
+                return i, line
+    return None
 
 
 def _json_rows(path: Path, text: str) -> Iterator[tuple[int, dict[Any, Any]]]:
@@ -149,10 +217,17 @@ def column(row: dict[Any, Any], name: Any, where: str, key: str) -> Any:
     return row[name]
 
 
-def text_value(value: Any) -> str | None:
-    """`value` as text, or None when it is null, empty or only whitespace (never the text "None")."""
+def text_value(value: Any, what: str = "the value") -> str | None:
+    """`value` as text, or None when it is null, empty or only whitespace (never the text "None"). A JSON
+    list or object raises BadRow naming `what` (a column and its config key): its str() ("['a', 'b']") would
+    be a different text."""
     if value is None:
         return None
+    if isinstance(value, list | dict):
+        kind = "list" if isinstance(value, list) else "object"
+        shown = json.dumps(value, ensure_ascii=False)
+        raise BadRow(f"{what} holds a JSON {kind} ({shown[:60]}{'...' if len(shown) > 60 else ''}), not a text",
+                     fix="make it one string in the file (join the parts), or choose another column")
     text = str(value)
     return text if text.strip() else None
 

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from torch.utils.data import Dataset
 
 from ..config import require_choice, require_range
-from .readers import ON_ERROR, check_file, column, log_skipped, read_rows, text_value
+from .readers import ON_ERROR, BadRow, check_file, column, log_skipped, read_rows, text_value
 from .splits import SPLITS, STRATEGIES, kfold_indices, split_indices
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,6 @@ class Row(NamedTuple):
     label: Any = None
     group: str | None = None
     split: str | None = None
-
-
-class BadRow(ValueError):
-    """A row that cannot be used (e.g. a blank text): raised by `parse`, handled by `data.on_error`."""
-
-    def __init__(self, message: str, fix: str = "fix the row") -> None:
-        super().__init__(message)
-        self.fix = fix
 
 
 @dataclass
@@ -101,6 +93,14 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def retyped(exc: Exception, message: str) -> Exception:
@@ -241,10 +241,22 @@ class TableData:
         return rows
 
     def _label(self, record: dict[Any, Any]) -> Any:
+        """The row's raw label: a class name (text) or id (integer); a number for a regression task. A bool,
+        a float (JSON 1.5, NaN; CSV "2.0", "nan") or a list would silently become a class of its own."""
         value = record.get(self.label_column)
-        if text_value(value) is None:
+        what = f"{self.label_key}={self.label_column!r}"
+        if text_value(value, what) is None:
             raise BadRow(f"no label in column {self.label_column!r} (null, empty or missing; {self.label_key}); "
                          f"columns are {list(record)}")
+        if self.regression or (self.class_names and str(value) in self.class_names):
+            return value
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise BadRow(f"label {value!r} in {what} is a {type(value).__name__}; a label is a class name (text) or "
+                         "a class id (integer)", fix="fix the row (e.g. 2, not 2.0), or set data.class_names")
+        if isinstance(value, str) and as_int(value) is None and _is_number(value):
+            raise BadRow(f"label {value!r} in {what} is a number that is not an integer (a float or NaN); a label "
+                         "is a class name or a class id (integer)",
+                         fix="fix the row (e.g. 2, not 2.0), or list it in data.class_names if it is a class")
         return value
 
     def _group(self, record: dict[Any, Any], item: Any, where: str) -> str | None:
@@ -306,6 +318,8 @@ class TableData:
             self.class_counts = [train.ids.count(c) for c in range(len(self.class_names))]
         self.datasets = {s: self.make_dataset(s, loaded[s]) for s in SPLITS if s in splits and loaded.get(s)
                          and loaded[s].rows}
+        if not self.regression:
+            self.warn_missing_classes({s: e.ids for s, e in loaded.items() if e.rows})
         kind = ("regression: one score per example" if self.regression
                 else f"{len(self.class_names or [])} classes {self.class_names}")
         log.info("data: %s; %s%s", {s: len(d) for s, d in self.datasets.items()}, kind, self.describe())
@@ -408,6 +422,23 @@ class TableData:
         self.count_skipped(split, f"split {split}", bad, len(keep) + len(bad))
 
     # ---- classes ------------------------------------------------------------------------------
+    def warn_missing_classes(self, ids: dict[str, list[int]]) -> None:
+        """Warn about a task of one class, and a split that lacks some of the task's classes: its accuracy and
+        loss are not the task's (one class gives acc 1.0 and loss 0.0), and nothing else would say so."""
+        names = self.class_names or []
+        if len(names) < 2:
+            log.warning("data: the task has %d class %s (data.class_names, or inferred from the training labels): "
+                        "accuracy is trivially 1.0 and the loss 0.0; check %s and the files", len(names), names,
+                        self.label_key)
+            return
+        for split, split_ids in ids.items():
+            present = sorted(set(split_ids))
+            if len(present) < len(names):
+                log.warning("data: split %s has %d of the task's %d classes: %s; the task's classes are %s (its "
+                            "metrics do not measure the missing ones; check the split: data.split, "
+                            "data.split_ratios, data.val_groups/test_groups)", split, len(present), len(names),
+                            [names[i] for i in present], names)
+
     def fix_classes(self, labels: Iterable[Any]) -> None:
         """Class names from the training labels: ids -> "0".."n-1", else the sorted names."""
         values = list(labels)

@@ -44,11 +44,11 @@ class TextClassificationData(TableData):
     `tokenizer=None` a WordPiece tokenizer is trained on the training split (cached by content in
     `tokenizer_cache_dir`) and saved in the run dir; otherwise the pretrained tokenizer of that name or
     directory is used. `state` (from a checkpoint) fixes classes and tokenizer. A row whose text (or pair,
-    or label) is null, empty or only whitespace raises naming its file and line, or with `on_error=skip`
-    is left out and counted. With `demo`, the demo set is generated into `demo_dir`, and every file must
-    lie there. Sentence pairs are encoded as one sequence with `token_type_ids` (0 for the text, 1 for the
-    pair), the longer side truncated first to fit `max_length`. `task=regression` reads numeric labels
-    (e.g. a similarity score) for a one-output model.
+    or label) is null, empty, only whitespace or a JSON list/object raises naming its file, line and key, or
+    with `on_error=skip` is left out and counted. With `demo`, the demo set is generated into `demo_dir`, and
+    every file must lie there. Sentence pairs are encoded as one sequence with `token_type_ids` (0 for the
+    text, 1 for the pair), the longer side truncated first to fit `max_length`. `task=regression` reads
+    numeric labels (e.g. a similarity score) for a one-output model.
     """
 
     label_key = "data.label_field"
@@ -79,7 +79,8 @@ class TextClassificationData(TableData):
         if self.text_pair_field is not None:
             names["data.text_pair_field"] = self.text_pair_field
         values = {key: column(record, name, where, key) for key, name in names.items()}
-        if empty := [f"{key}={names[key]!r}" for key, value in values.items() if text_value(value) is None]:
+        if empty := [f"{key}={names[key]!r}" for key, value in values.items()
+                     if text_value(value, f"{key}={names[key]!r}") is None]:
             raise BadRow(f"null, empty or whitespace-only value in {', '.join(empty)}")
         pair = values.get("data.text_pair_field")
         return str(values["data.text_field"]), str(pair) if pair is not None else None
