@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint, policy_weights
+from .target_allowlist import SHIPPED, Trust
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def build_policy(cfg: DictConfig, data: Any) -> torch.nn.Module:
 
 
 def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: DictConfig | None = None,
-                       splits: tuple[str, ...] = ()) -> tuple[DictConfig, Any, torch.nn.Module]:
+                       splits: tuple[str, ...] = (),
+                       trust: Trust = SHIPPED) -> tuple[DictConfig, Any, torch.nn.Module]:
     """Rebuild data, model and policy from a self-describing checkpoint and load its weights.
 
     `weights=ema` uses the EMA weights when the checkpoint has them (else the raw ones, with a
@@ -58,7 +60,7 @@ def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: Dic
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights={weights!r} is not allowed; choose 'ema' or 'raw'")
-    ckpt = load_checkpoint(ckpt_path, key="ckpt")
+    ckpt = load_checkpoint(ckpt_path, key="ckpt", trust=trust)
     cfg = OmegaConf.create(ckpt["config"])
     if data_overrides:
         if cfg.data.get("demo") and {"files", "file", "root"} & set(data_overrides) and "demo" not in data_overrides:

@@ -32,6 +32,7 @@ from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
 from .loggers import MetricLogger, NullLogger, grad_norm, open_logger
 from .meter import StepChecks, TrainMeter
 from .state import EarlyStopping, TrainState
+from .target_allowlist import SHIPPED, Trust
 
 log = logging.getLogger(__name__)
 VALIDATE_RAW = ("never", "final", "always")
@@ -53,7 +54,8 @@ class Trainer:
                  accelerator: str = "auto", seed: int = 0, deterministic: bool = False,
                  validate_raw: str = "final", compile: bool = False, compile_backend: str = "inductor",
                  logger: Callable[..., MetricLogger] | None = None, ema: Callable[[nn.Module], EMA] | None = None,
-                 run_config: dict[str, Any] | None = None, stop: StopRequest | None = None) -> None:
+                 run_config: dict[str, Any] | None = None, stop: StopRequest | None = None,
+                 trust: Trust = SHIPPED) -> None:
         precision = str(precision)
         require_choice("trainer.precision", precision, PRECISIONS)
         require_range("trainer.accumulate_grad_batches", accumulate_grad_batches, 1)
@@ -81,6 +83,7 @@ class Trainer:
         self.logger_factory, self.ema_factory = logger, ema
         self.config = run_config or {}
         self.device = device_for(accelerator)
+        self.trust = trust  # what a checkpoint's config may build (resume, the best checkpoint): the command's
         self.stop = stop or StopRequest()  # SIGTERM/SIGINT/SIGUSR1: finish the optimizer step, save, exit 128 + signal
         self.writes_checkpoints = not self.fast_dev_run and (save_last or save_top_k != 0)  # the same on every rank
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", monitor, mode, save_top_k, save_last,
@@ -263,7 +266,7 @@ class Trainer:
         if best is not None:
             metrics[f"best/{self.monitor}"] = best
         if self.test_after_fit and data.dataset("test") is not None:
-            self.checkpointer.load_best(self.policy, self.ema)
+            self.checkpointer.load_best(self.policy, self.ema, self.trust)
             metrics.update(self.score_split(data, "test"))
         self.logger.log_hparams({k: v for k, v in flatten(self.config).items() if not k.startswith("hydra")},
                                 {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -336,7 +339,7 @@ class Trainer:
         """The checkpoint `trainer.resume` points at, loaded once (None: a fresh start); also called before the
         data is built, so that classes and tokenizer come from it."""
         if self.resume and self._resumed is None:
-            self._resumed = find_resume(self.resume, self.checkpointer.directory)
+            self._resumed = find_resume(self.resume, self.checkpointer.directory, self.trust)
         return self._resumed
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
