@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from . import distributed as dist
 from .checkpoint import LAST, Checkpointer, find_resume, restore_training, training_payload
@@ -31,6 +30,7 @@ from .interrupt import StopRequest, signal_name
 from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
 from .loggers import MetricLogger, NullLogger, grad_norm, open_logger
 from .meter import StepChecks, TrainMeter
+from .progress import progress
 from .state import EarlyStopping, TrainState
 from .target_allowlist import SHIPPED, Trust
 
@@ -144,8 +144,7 @@ class Trainer:
                                       self.config)
         log.info("training %d optimizer steps (%d batches/epoch, accumulate %d) on %s x%d", total,
                  self.batches_per_epoch, self.accumulate, self.device, dist.world_size())
-        bar = tqdm(total=total, initial=self.state.step, disable=not (self.progress_bar and dist.is_main()),
-                   dynamic_ncols=True, desc="train")
+        bar = progress(total, "train", self.progress_bar and dist.is_main(), initial=self.state.step)
         with self.stop:
             try:  # whatever fails (training, the final test, hparams), the loggers are closed (a run ends FAILED)
                 try:
@@ -167,7 +166,7 @@ class Trainer:
         """max_steps, when set, decides the length of the run; otherwise max_epochs does."""
         return self.state.step >= self.max_steps if self.max_steps > 0 else self.state.epoch >= self.max_epochs
 
-    def _train_loop(self, train: TrainLoader, val: Any, bar: tqdm) -> None:
+    def _train_loop(self, train: TrainLoader, val: Any, bar: Any) -> None:
         state, meter = self.state, TrainMeter(self.device)
         while self.stop_reason is None and not self._finished():
             if self.policy.on_epoch_start(state.epoch) or self.model is None:
