@@ -48,3 +48,24 @@ def test_run_time_paths_follow_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTIONSUMM_SHARED", "/data/lab")
     assert make_cfg(tmp_path / "run", []).paths.shared_dir == "/data/lab"
     assert make_cfg(tmp_path / "run", ["paths.shared_dir=/elsewhere"]).paths.glue_dir == "/elsewhere/data/glue"
+
+
+def test_init_writes_a_lab_project_and_refuses_a_non_empty_dir(tmp_path, capsys):
+    from emotionsumm.init import main
+
+    assert main([str(tmp_path / "My-Lab")]) == 0
+    lab = tmp_path / "My-Lab"
+    assert sorted(str(p.relative_to(lab)) for p in lab.rglob("*") if p.is_file()) == [
+        "README.md", "my_lab/__init__.py", "my_lab/conf/__init__.py", "my_lab/conf/experiment/my_lab_text.yaml",
+        "my_lab/conf/model/my_lab_text.yaml", "my_lab/models.py", "pyproject.toml", "tests/test_my_lab.py"]
+    assert "_target_: my_lab.models.MeanPoolText" in (lab / "my_lab/conf/model/my_lab_text.yaml").read_text()
+    assert "trust: [my_lab]" in (lab / "my_lab/conf/experiment/my_lab_text.yaml").read_text()
+    assert 'dependencies = ["emotionsumm"]' in (lab / "pyproject.toml").read_text()
+    readme = (lab / "README.md").read_text()
+    assert "'trust=[my_lab]'" in readme and "'hydra.searchpath=[pkg://my_lab.conf]'" in readme
+    before = {p: p.read_bytes() for p in lab.rglob("*") if p.is_file()}
+    assert main([str(lab)]) == 2
+    assert "is not an empty directory" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in lab.rglob("*") if p.is_file()} == before
+    assert main([str(tmp_path / "os")]) == 2  # a stdlib name cannot be a trusted lab package
+    assert "--package" in capsys.readouterr().err and not (tmp_path / "os").exists()
