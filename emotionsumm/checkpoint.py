@@ -15,7 +15,7 @@ from torch import nn
 from . import distributed as dist
 from .config import flatten
 from .io import TMP_PREFIX, atomic_save
-from .target_allowlist import UntrustedConfigError, check_config
+from .target_allowlist import SHIPPED, Trust, UntrustedConfigError, check_config
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt or does not fit the current config."""
 
 
-def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True` and refuse a config naming code outside the allow-list.
+def load_checkpoint(path: str | Path, key: str = "ckpt", trust: Trust = SHIPPED) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True` and refuse a config naming code the command does not trust.
 
     Every consumer (evaluate, predict, resume, the best checkpoint before testing) loads here, so
     no `_target_` from a checkpoint is ever instantiated unchecked. Errors name the file and the key.
@@ -57,11 +57,11 @@ def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
                               f"version reads format {FORMAT_VERSION}. Use the emotionsumm version that wrote "
                               "it, or retrain; nothing was started.")
     try:  # its config is someone else's data: nothing may be built from it unless allow-listed
-        check_config(payload["config"])
+        check_config(payload["config"], trust=trust)
     except UntrustedConfigError as exc:
         raise CheckpointError(
             f"{key}: {path}: refusing to build from this checkpoint: {exc}; nothing was run. Only use checkpoints "
-            "from people you trust; a target of your own is allowed once a config under conf/ names it."
+            "from people you trust."
         ) from None
     return payload
 
@@ -73,7 +73,7 @@ def policy_weights(ckpt: dict[str, Any], weights: str = "raw") -> dict[str, torc
     return ckpt["ema"]["module"] if ckpt.get("ema") else None
 
 
-def find_resume(resume: str, directory: Path) -> tuple[dict[str, Any], Path] | None:
+def find_resume(resume: str, directory: Path, trust: Trust = SHIPPED) -> tuple[dict[str, Any], Path] | None:
     """`trainer.resume`: a checkpoint path, or `auto` = the newest checkpoint in `directory` (None: start fresh)."""
     if str(resume) == "auto":
         path = latest_checkpoint(directory)
@@ -82,7 +82,7 @@ def find_resume(resume: str, directory: Path) -> tuple[dict[str, Any], Path] | N
             return None
     else:
         path = Path(str(resume)).expanduser()
-    return load_checkpoint(path, key="trainer.resume"), path
+    return load_checkpoint(path, key="trainer.resume", trust=trust), path
 
 
 def training_payload(run_state: dict[str, Any], config: dict[str, Any], data_state: dict[str, Any], *,
@@ -231,12 +231,12 @@ class Checkpointer:
             if TOPK_NAME.fullmatch(name):  # only files this checkpointer named, in its own directory
                 (self.directory / name).unlink(missing_ok=True)
 
-    def load_best(self, policy: nn.Module, ema: Any) -> None:
+    def load_best(self, policy: nn.Module, ema: Any, trust: Trust = SHIPPED) -> None:
         """Load the best top-k checkpoint's weights (and EMA) into `policy` on every rank, if there is one."""
         best = dist.broadcast_object(str(self.best_path) if dist.is_main() and self.best_path else None)
         if not best or not Path(best).is_file():
             return
-        ckpt = load_checkpoint(best, key="best checkpoint")
+        ckpt = load_checkpoint(best, key="best checkpoint", trust=trust)
         policy.load_state_dict(ckpt["policy"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.load_state_dict(ckpt["ema"])

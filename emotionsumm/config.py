@@ -21,8 +21,19 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = str(PROJECT_ROOT / "conf")
+PACKAGE_DIR = Path(__file__).resolve().parent
+# the checkout this package runs from (editable install, tests); in an installed wheel: site-packages
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def _config_dir() -> str:
+    """The shipped configs: `conf/` inside the installed package (the wheel maps the repository's top-level
+    `conf/` to `emotionsumm/conf/`), else the checkout's `conf/` beside the package."""
+    installed = PACKAGE_DIR / "conf"
+    return str(installed if (installed / "train.yaml").is_file() else PROJECT_ROOT / "conf")
+
+
+CONFIG_DIR = _config_dir()
 RUN_STAMP_ENV = "EMOTIONSUMM_RUN_STAMP"
 
 
@@ -44,9 +55,12 @@ def env_world_size() -> int:
 
 
 def register_resolvers() -> None:
-    """Register the `${run_stamp:}`, `${project_root:}` and `${job_subdir:…}` resolvers (idempotent)."""
+    """Register the `${run_stamp:}`, `${work_dir:}` (the working directory: run-time paths follow the user),
+    `${project_root:}` and `${job_subdir:…}` resolvers (idempotent)."""
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", run_stamp)
+    if not OmegaConf.has_resolver("work_dir"):
+        OmegaConf.register_new_resolver("work_dir", os.getcwd)
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("job_subdir"):  # multirun job dirs `<num>-<hash of overrides>`

@@ -43,6 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def _evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     from .quantize import quantize
     from .runtime import load_for_inference
+    from .target_allowlist import command_trust
     from .trainer import Trainer
 
     if not cfg.get("ckpt"):
@@ -52,7 +53,7 @@ def _evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         raise ValueError("experiment=… only applies to baseline=…; a checkpoint carries its own config "
                          "(override its data with +data.<key>=…)")
     _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cfg.get("data"), splits=(cfg.split,),
-                                         cache_dir=cfg.paths.cache_dir)
+                                         cache_dir=cfg.paths.cache_dir, trust=command_trust(cfg))
     decoding = {k: v for k, v in (cfg.get("generation") or {}).items() if v is not None}
     if decoding:
         if not hasattr(policy, "generation"):

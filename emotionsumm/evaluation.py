@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed as dist
 from .interfaces import EvalState
 from .loaders import EvalLoader
+from .progress import progress
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -34,8 +34,7 @@ def evaluation_state(module: nn.Module, loader: EvalLoader, device: torch.device
     was_training = module.training
     module.eval()
     examples = 0
-    bar = tqdm(total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
-               disable=not (progress_bar and dist.is_main()))
+    bar = progress(len(loader), desc, progress_bar and dist.is_main(), leave=False)
     with torch.inference_mode():
         state = module.eval_state()
         with autocast():

@@ -183,8 +183,13 @@ def resume_hint(run_dir: Path) -> str:
                 "this job resumes from its last.ckpt")
     overrides = [o for o in hydra_cfg.overrides.task
                  if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.run.dir="))]
+    # the lab's config dirs (a resume must compose, and trust, the same configs)
+    config_dirs = [arg for s in hydra_cfg.runtime.config_sources if s.provider == "command-line"
+                   for arg in ("--config-dir", s.path)]
+    searchpath = [o for o in hydra_cfg.overrides.hydra if o.startswith("hydra.searchpath=")]
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    # the interpreter that ran this (a venv's python), not whichever `python` a shell finds
     launcher = (f"torchrun --nproc_per_node={world} -m emotionsumm.train" if world > 1
-                else f"{Path(sys.executable).name} -m emotionsumm.train")
-    return " ".join([launcher, *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={run_dir}"),
+                else f"{shlex.quote(sys.executable)} -m emotionsumm.train")
+    return " ".join([launcher, *map(shlex.quote, [*config_dirs, *searchpath, *overrides, f"hydra.run.dir={run_dir}"]),
                      "trainer.resume=auto"])

@@ -30,8 +30,10 @@ def predict(cfg: DictConfig) -> list[str]:
     from .io import atomic_open, atomic_write_text
     from .quantize import quantize
     from .runtime import load_for_inference
+    from .target_allowlist import command_trust
 
-    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cache_dir=cfg.paths.cache_dir)
+    _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cache_dir=cfg.paths.cache_dir,
+                                         trust=command_trust(cfg))
     manifest = cfg.get("embeddings_manifest") if cfg.export_embeddings else None
     if manifest and not isinstance(data, MultimodalData):
         raise ValueError(f"embeddings_manifest={manifest}: {type(data).__name__} reads no manifests; it needs a "

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError, load_checkpoint, policy_weights
+from .target_allowlist import SHIPPED, Trust
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ def build_policy(cfg: DictConfig, data: Any) -> torch.nn.Module:
 
 
 def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: DictConfig | None = None,
-                       splits: tuple[str, ...] = (), cache_dir: str | Path = ".cache"
-                       ) -> tuple[DictConfig, Any, torch.nn.Module]:
+                       splits: tuple[str, ...] = (), cache_dir: str | Path = ".cache",
+                       trust: Trust = SHIPPED) -> tuple[DictConfig, Any, torch.nn.Module]:
     """Rebuild data, model and policy from a self-describing checkpoint and load its weights.
 
     Only the stored `model`, `policy` and `data` are built, and the data's caches and demo files go under
@@ -63,7 +64,7 @@ def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: Dic
 
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights={weights!r} is not allowed; choose 'ema' or 'raw'")
-    ckpt = load_checkpoint(ckpt_path, key="ckpt")
+    ckpt = load_checkpoint(ckpt_path, key="ckpt", trust=trust)
     try:
         cfg = inference_config(ckpt["config"], cache_dir, data_overrides)
     except StoredConfigError as exc:

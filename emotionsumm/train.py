@@ -37,13 +37,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
     from . import distributed as dist
     from .interrupt import StopRequest
+    from .target_allowlist import command_trust
+
+    trust = command_trust(cfg)  # before anything runs: a bad `trust=` entry fails here
 
     run_dir = Path(cfg.paths.output_dir)
     with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
-        return _train(cfg, run_dir, stop)
+        return _train(cfg, run_dir, stop, trust)
 
 
-def _train(cfg: DictConfig, run_dir: Path, stop: Any) -> dict[str, float]:
+def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from . import distributed as dist
@@ -64,7 +67,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any) -> dict[str, float]:
     loggers = logger_factory(cfg.get("logger"), run_dir=run_dir, run_config=resolved, sweep_dir=current_sweep_dir())
     trainer = instantiate(cfg.trainer, _recursive_=False, _convert_="all", run_dir=str(run_dir), seed=cfg.seed,
                           logger=loggers,
-                          ema=instantiate_enabled(cfg.get("ema")), run_config=resolved, stop=stop)
+                          ema=instantiate_enabled(cfg.get("ema")), run_config=resolved, stop=stop, trust=trust)
     resumed = trainer.resume_checkpoint()
     data = build_data(cfg, run_dir, state=resumed[0].get("data") if resumed else None)
     policy = build_policy(cfg, data)

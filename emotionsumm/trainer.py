@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from . import distributed as dist
 from .checkpoint import LAST, Checkpointer, find_resume, restore_training, training_payload
@@ -31,8 +30,10 @@ from .interrupt import StopRequest, signal_name
 from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
 from .loggers import MetricLogger, NullLogger, grad_norm, open_logger
 from .meter import StepChecks, TrainMeter
+from .progress import progress
 from .ranges import require_ranges
 from .state import EarlyStopping, TrainState
+from .target_allowlist import SHIPPED, Trust
 
 log = logging.getLogger(__name__)
 VALIDATE_RAW = ("never", "final", "always")
@@ -54,7 +55,8 @@ class Trainer:
                  accelerator: str = "auto", seed: int = 0, deterministic: bool = False,
                  validate_raw: str = "final", compile: bool = False, compile_backend: str = "inductor",
                  logger: Callable[..., MetricLogger] | None = None, ema: Callable[[nn.Module], EMA] | None = None,
-                 run_config: dict[str, Any] | None = None, stop: StopRequest | None = None) -> None:
+                 run_config: dict[str, Any] | None = None, stop: StopRequest | None = None,
+                 trust: Trust = SHIPPED) -> None:
         require_ranges("trainer", locals())  # the ranges validate_config checks (ranges.RANGES)
         precision = str(precision)
         require_choice("trainer.precision", precision, PRECISIONS)
@@ -82,6 +84,7 @@ class Trainer:
         self.logger_factory, self.ema_factory = logger, ema
         self.config = run_config or {}
         self.device = device_for(accelerator)
+        self.trust = trust  # what a checkpoint's config may build (resume, the best checkpoint): the command's
         self.stop = stop or StopRequest()  # SIGTERM/SIGINT/SIGUSR1: finish the optimizer step, save, exit 128 + signal
         self.writes_checkpoints = not self.fast_dev_run and (save_last or save_top_k != 0)  # the same on every rank
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", monitor, mode, save_top_k, save_last,
@@ -142,8 +145,7 @@ class Trainer:
                                       self.config)
         log.info("training %d optimizer steps (%d batches/epoch, accumulate %d) on %s x%d", total,
                  self.batches_per_epoch, self.accumulate, self.device, dist.world_size())
-        bar = tqdm(total=total, initial=self.state.step, disable=not (self.progress_bar and dist.is_main()),
-                   dynamic_ncols=True, desc="train")
+        bar = progress(total, "train", self.progress_bar and dist.is_main(), initial=self.state.step)
         with self.stop:
             try:  # whatever fails (training, the final test, hparams), the loggers are closed (a run ends FAILED)
                 try:
@@ -165,7 +167,7 @@ class Trainer:
         """max_steps, when set, decides the length of the run; otherwise max_epochs does."""
         return self.state.step >= self.max_steps if self.max_steps > 0 else self.state.epoch >= self.max_epochs
 
-    def _train_loop(self, train: TrainLoader, val: Any, bar: tqdm) -> None:
+    def _train_loop(self, train: TrainLoader, val: Any, bar: Any) -> None:
         state, meter = self.state, TrainMeter(self.device)
         while self.stop_reason is None and not self._finished():
             if self.policy.on_epoch_start(state.epoch) or self.model is None:
@@ -264,7 +266,7 @@ class Trainer:
         if best is not None:
             metrics[f"best/{self.monitor}"] = best
         if self.test_after_fit and data.dataset("test") is not None:
-            self.checkpointer.load_best(self.policy, self.ema)
+            self.checkpointer.load_best(self.policy, self.ema, self.trust)
             metrics.update(self.score_split(data, "test"))
         self.logger.log_hparams({k: v for k, v in flatten(self.config).items() if not k.startswith("hydra")},
                                 {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -337,7 +339,7 @@ class Trainer:
         """The checkpoint `trainer.resume` points at, loaded once (None: a fresh start); also called before the
         data is built, so that classes and tokenizer come from it."""
         if self.resume and self._resumed is None:
-            self._resumed = find_resume(self.resume, self.checkpointer.directory)
+            self._resumed = find_resume(self.resume, self.checkpointer.directory, self.trust)
         return self._resumed
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:

@@ -16,7 +16,7 @@ from emotionsumm import checkpoint, stored_config
 from emotionsumm.checkpoint import Checkpointer, CheckpointError
 from emotionsumm.config import CONFIG_DIR
 from emotionsumm.io import TMP_PREFIX, DiskFullError, atomic_write_text
-from emotionsumm.target_allowlist import UntrustedConfigError, check_config, conf_targets, refusal
+from emotionsumm.target_allowlist import SHIPPED, Trust, UntrustedConfigError, check_config, conf_targets, refusal
 
 from .conftest import cli, make_cfg, run_train
 
@@ -98,16 +98,18 @@ def _tampered(ckpt: Path, tmp_path: Path, where: str, value: object) -> Path:
     return out
 
 
+@pytest.mark.parametrize("trusting", [[], ["trust=[mylab,mylab_tools.io]"]], ids=["no-trust", "lab-trusted"])
 @pytest.mark.parametrize(("where", "make", "key", "target", "live"), [p[1:] for p in PAYLOADS],
                          ids=[p[0] for p in PAYLOADS])
 @pytest.mark.slow
-def test_evaluate_refuses_a_checkpoint_naming_code(ckpt, tmp_path, monkeypatch, where, make, key, target, live):
+def test_evaluate_refuses_a_checkpoint_naming_code(ckpt, tmp_path, monkeypatch, where, make, key, target, live,
+                                                   trusting):
     from emotionsumm.evaluate import evaluate
 
     scene = Scene(tmp_path, monkeypatch)
     bad = _tampered(ckpt, tmp_path, where, make(scene))
     with pytest.raises(CheckpointError) as info:
-        evaluate(make_cfg(tmp_path / "eval", [f"ckpt={bad}"], config_name="evaluate"))
+        evaluate(make_cfg(tmp_path / "eval", [f"ckpt={bad}", *trusting], config_name="evaluate"))
     message = str(info.value)
     assert f"{key}={target!r}" in message and "_target_" in message
     assert str(bad) in message and "nothing was run" in message
@@ -124,7 +126,7 @@ def test_without_the_check_the_payloads_would_run(ckpt, tmp_path, monkeypatch, w
 
     scene = Scene(tmp_path, monkeypatch)
     bad = _tampered(ckpt, tmp_path, where, make(scene))
-    monkeypatch.setattr(checkpoint, "check_config", lambda config: None)
+    monkeypatch.setattr(checkpoint, "check_config", lambda config, **_: None)
     monkeypatch.setattr(stored_config, "check_roles", lambda config: None)  # the second layer: what may be nested
     with pytest.raises(Exception):  # noqa: B017 - the payload runs, then the real class rejects its kwarg
         load_for_inference(str(bad))
@@ -185,12 +187,12 @@ def test_allowed_targets(target):
 
 
 def test_every_emotionsumm_target_conf_names_is_an_emotionsumm_class_or_function():
-    from emotionsumm.target_allowlist import _emotionsumm_object
+    from emotionsumm.target_allowlist import _defined_object
 
     assert {"torch.optim.AdamW", "emotionsumm.models.text.TextClassifier", "emotionsumm.sweep.SweepCallback"} \
         <= conf_targets()
     for target in sorted(t for t in conf_targets() if t.startswith("emotionsumm.")):
-        obj = _emotionsumm_object(target)
+        obj = _defined_object(target, "emotionsumm")
         assert callable(obj) and obj.__module__.startswith("emotionsumm."), target
 
 
@@ -246,3 +248,125 @@ def test_disk_full_on_a_new_file_says_none_existed(tmp_path, monkeypatch):
     with pytest.raises(DiskFullError, match=f"while writing {target}; no previous file existed$"):
         atomic_write_text("{}", target)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- trust: the running command decides, never the checkpoint -----------------------------------------------
+
+LAB_MODELS = """\
+import os
+from os import system
+
+from emotionsumm.models.text import TextClassifier
+from pathlib import Path
+Path({marker!r}).touch()
+
+
+class WideText(TextClassifier):
+    pass
+
+
+def build(**kwargs):
+    return WideText(**kwargs)
+
+
+INSTANCE_ATTR = 3
+"""
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch) -> Path:
+    """A lab's repository: package `mylab` (models.py marks its import), its conf/, and a `mylabx` lookalike."""
+    root = tmp_path / "lab"
+    (root / "mylab" / "conf" / "model").mkdir(parents=True)
+    (root / "mylab" / "__init__.py").write_text("")
+    (root / "mylab" / "conf" / "__init__.py").write_text("")
+    (root / "mylab" / "models.py").write_text(LAB_MODELS.format(marker=str(tmp_path / "imported")))
+    (root / "mylab" / "conf" / "model" / "wide.yaml").write_text("_target_: mylab.models.WideText\nhidden_size: 8\n")
+    (root / "mylabx").mkdir()
+    (root / "mylabx" / "__init__.py").write_text(f"from pathlib import Path\nPath({str(tmp_path / 'x')!r}).touch()\n"
+                                                 "class Y:\n    pass\n")
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    for name in [m for m in sys.modules if m.split(".")[0] in ("mylab", "mylabx")]:
+        del sys.modules[name]
+
+
+def _lab_imported(lab: Path) -> bool:
+    return (lab.parent / "imported").exists() or "mylab.models" in sys.modules
+
+
+def test_untrusted_lab_target_is_refused_without_importing_it_and_names_the_override(lab):
+    with pytest.raises(UntrustedConfigError) as info:
+        check_config({"model": {"_target_": "mylab.models.WideText"}})
+    message = str(info.value)
+    assert message.startswith("model._target_='mylab.models.WideText' is not an emotionsumm class")
+    assert "add trust=[mylab] to the command" in message
+    assert not _lab_imported(lab)
+    with pytest.raises(UntrustedConfigError, match=r"add trust=\[other, mylab\] to the command"):
+        check_config({"model": {"_target_": "mylab.models.WideText"}}, trust=Trust(["other"]))
+    assert not _lab_imported(lab)
+
+
+def test_a_trusted_package_allows_what_it_defines_on_dotted_boundaries(lab):
+    trust = Trust(["mylab"])
+    assert trust.refusal("mylab.models.WideText") is None
+    assert trust.refusal("mylab.models.build") is None  # a function of the trusted package
+    assert _lab_imported(lab)  # imported once trusted
+    assert "trust=[mylab, mylabx]" in trust.refusal("mylabx.Y")  # mylab does not hold mylabx
+    assert "mylabx" not in sys.modules and not (lab.parent / "x").exists()
+    for reexport in ("mylab.models.system", "mylab.models.os.system", "mylab.models.TextClassifier",
+                     "mylab.models.Path", "mylab.models.INSTANCE_ATTR", "mylab.models.WideText.__init__",
+                     "mylab.nope.Thing", "mylab"):
+        assert trust.refusal(reexport) is not None, reexport
+    assert Trust(["mylab.models"]).refusal("mylab.models.WideText") is None
+    assert Trust(["mylab.data"]).refusal("mylab.models.WideText") is not None
+
+
+@pytest.mark.parametrize("package", ["builtins", "os", "subprocess", "shutil", "sys", "importlib", "pickle", "hydra",
+                                     "omegaconf", "emotionsumm", "emotionsumm.io", "torch", "os.path", "transformers",
+                                     "", "my-lab", "mylab.__init__", 3])
+def test_trust_refuses_the_standard_library_and_the_frameworks(package):
+    with pytest.raises(ValueError, match="trust"):
+        Trust([package])
+
+
+def test_config_dirs_of_the_command_are_trusted_file_and_pkg(lab):
+    wide = {"model": {"_target_": "mylab.models.WideText"}}
+    check_config(wide, trust=Trust(conf_dirs=[f"file://{lab / 'mylab' / 'conf'}"]))
+    check_config(wide, trust=Trust(conf_dirs=["pkg://mylab.conf"]))
+    assert not _lab_imported(lab)  # named by a config: nothing of the lab was imported to decide it
+    with pytest.raises(UntrustedConfigError):
+        check_config(wide, trust=Trust(conf_dirs=[f"file://{lab}/nowhere", "pkg://nope.conf"]))
+
+
+def test_command_trust_comes_from_the_composed_config_never_the_checkpoint(lab, tmp_path):
+    from emotionsumm.target_allowlist import command_trust
+
+    conf = lab / "mylab" / "conf"
+    cfg = make_cfg(tmp_path / "e", [f"hydra.searchpath=[file://{conf}]", "trust=[mylab]", "ckpt=x"],
+                   config_name="evaluate")
+    assert command_trust(cfg) == Trust(["mylab"], [f"file://{conf}"])
+    # a checkpoint's own `trust` and config dirs are data: the default command trusts neither
+    stored = {"trust": ["mylab"], "hydra": {"searchpath": [f"file://{conf}"]},
+              "model": {"_target_": "mylab.models.WideText"}}
+    plain = command_trust(make_cfg(tmp_path / "p", ["ckpt=x"], config_name="predict"))
+    assert plain == SHIPPED
+    with pytest.raises(UntrustedConfigError, match=r"model\._target_='mylab\.models\.WideText'.*trust=\[mylab\]"):
+        check_config(stored, trust=plain)
+    with pytest.raises(ValueError, match=r"trust=\[os\] is refused"):
+        command_trust(make_cfg(tmp_path / "t", ["trust=[os]"]))
+    with pytest.raises(ValueError, match="is not a list"):
+        command_trust(OmegaConf.create({"trust": "mylab"}))
+
+
+@pytest.mark.parametrize(("where", "make", "key", "target", "live"), [p[1:] for p in PAYLOADS],
+                         ids=[p[0] for p in PAYLOADS])
+def test_every_payload_stays_refused_with_a_lab_trusted(lab, tmp_path, monkeypatch, where, make, key, target, live):
+    scene = Scene(tmp_path, monkeypatch)
+    config: dict = {"model": {"_target_": "mylab.models.WideText"}}
+    _set(config, where, make(scene))
+    trust = Trust(["mylab"], [f"file://{lab / 'mylab' / 'conf'}", "pkg://mylab.conf"])
+    with pytest.raises(UntrustedConfigError) as info:
+        check_config(config, trust=trust)
+    assert str(info.value).startswith(f"{key}={target!r}")
+    assert scene.untouched()
