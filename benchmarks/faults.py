@@ -1,7 +1,9 @@
-"""Interrupt a small real training at random moments and check that nothing is lost.
+"""Interrupt a small real training at random moments and check that nothing is lost; then send crafted checkpoints
+through resume, evaluate and predict and check that no file outside their runs is touched.
 
-    .venv/bin/python benchmarks/faults.py                     # 10 SIGKILL, 10 SIGTERM, 10 SIGINT (~6 min)
+    .venv/bin/python benchmarks/faults.py             # 10 SIGKILL, 10 SIGTERM, 10 SIGINT + 7 checkpoints (~10 min)
     .venv/bin/python benchmarks/faults.py --kills 3 --terms 3 --ints 3 --seed 1
+    .venv/bin/python benchmarks/faults.py --kills 0 --terms 0 --ints 0   # the crafted checkpoints only
 
 Each trial starts `python -m emotionsumm.train` (the demo text experiment, a tiny model, gradient
 accumulation, validation and periodic checkpoints; half the SIGKILL trials checkpoint every step so
@@ -12,7 +14,8 @@ that kills land inside saves), sends one signal at a random moment of training, 
 - the resumed run's final weights, EMA, optimizer state and metrics.json equal those of an
   uninterrupted run bit for bit (else: not identical).
 Steps lost per SIGTERM/SIGINT = optimizer steps finished when the signal arrived (the trainer logs it)
-minus the step in `last.ckpt`. The last line is JSON.
+minus the step in `last.ckpt`. The crafted checkpoints are `crafted_checkpoints.py`'s (see there); the last line
+is JSON, with `files_touched_outside_run` (must be 0) beside the signal trials' keys.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from crafted_checkpoints import run_cases
 
 from emotionsumm.checkpoint import CheckpointError, load_checkpoint, policy_weights
 from emotionsumm.config import PROJECT_ROOT
@@ -183,6 +187,10 @@ def main() -> None:
         "steps_lost_max": max(steps_lost) if steps_lost else None,
         "stop_seconds_max": max((r["stop_s"] for r in graceful if not r["finished"]), default=None),
     }
+    crafted = run_cases(root / "crafted")
+    summary.update({k: v for k, v in crafted.items() if k != "touched"})
+    if crafted["touched"]:
+        print("touched outside their runs:\n  " + "\n  ".join(crafted["touched"]))
     if not args.keep:
         import shutil
 
