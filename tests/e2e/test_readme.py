@@ -1,10 +1,10 @@
-"""Every `python -m emotionsumm.…` and `make …` command in README.md's code blocks runs as written.
+"""Every `python -m emotionsumm.…` and `make …` command in the code blocks of README.md and docs/*.md runs as written.
 
 Cheaply: `train` commands are composed in-process exactly as the CLI would (sweeps expanded into their
 jobs as Hydra's basic sweeper does) and checked with `validate_config` (and, for multiruns, the sweep's
 own start checks); `evaluate`, `predict` and `report` run in-process on tiny checkpoints trained once
 per session; `make X ARGS=…` is expanded with `make -n` and the resulting command is run the same way.
-A failing case is named after its README command.
+A failing case is named after its page and command.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers, val
 from ..conftest import SHARED, TINY, make_cfg
 
 README = PROJECT_ROOT / "README.md"
+PAGES = [README, *sorted((PROJECT_ROOT / "docs").glob("*.md"))]  # the front page and the pages it links
 # make targets that cannot run inside a test
 SKIP_MAKE = {"test": "runs this test suite (it would recurse)", "tensorboard": "starts a server that never exits"}
 ENTRY_POINTS = ("train", "evaluate", "predict", "report")
@@ -40,17 +41,19 @@ ENTRY_POINTS = ("train", "evaluate", "predict", "report")
 
 @dataclass(frozen=True)
 class Command:
-    section: str  # the `## ` heading it is under (says what `<path>` stands for)
+    page: str  # README.md or docs/<name>.md
+    section: str  # the `## ` heading it is under (with the page, says what `<path>` stands for)
     text: str  # as written, continuation lines joined
 
     def __str__(self) -> str:
         return self.text
 
 
-def readme_commands() -> list[Command]:
-    """The commands of README.md's bash code blocks that call an entry point or make."""
+def page_commands(page: Path) -> list[Command]:
+    """The commands of a page's bash code blocks that call an entry point or make."""
+    name = page.relative_to(PROJECT_ROOT).as_posix()
     commands, section, lang, pending = [], "", None, ""
-    for line in README.read_text().splitlines():
+    for line in page.read_text().splitlines():
         if line.startswith("```"):
             lang = None if lang is not None else line[3:].strip()
             continue
@@ -64,16 +67,38 @@ def readme_commands() -> list[Command]:
             continue
         text, pending = (pending + line.strip()).strip(), ""
         if re.search(r"-m emotionsumm\.\w+", text) or text.startswith("make "):
-            commands.append(Command(section, text))
+            commands.append(Command(name, section, text))
     return commands
 
 
-COMMANDS = readme_commands()
+COMMANDS = [command for page in PAGES for command in page_commands(page)]
 
 
 def test_readme_has_the_commands_we_expect():
     assert len(COMMANDS) >= 40
     assert sum(c.text.startswith("make ") for c in COMMANDS) >= 10
+    assert {c.page for c in COMMANDS} >= {"README.md", "docs/modalities.md", "docs/running.md"}
+
+
+def anchor(heading: str) -> str:
+    """GitHub's id of a Markdown heading: lower case, punctuation dropped, spaces as dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_docs_pages_are_linked_and_links_resolve():
+    """README links every docs page; every relative link of the pages names a file (and heading) that exists."""
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)", README.read_text()))
+    assert linked == {p.relative_to(PROJECT_ROOT).as_posix() for p in PAGES[1:]}
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # code blocks hold no links
+        for target, fragment in re.findall(r"\]\(([^)#:\s]*)(?:#([^)\s]+))?\)", text):
+            file = (page.parent / target).resolve() if target else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target}")
+            elif fragment and fragment not in {anchor(h) for h in re.findall(r"^#+ (.*)$", file.read_text(), re.M)}:
+                broken.append(f"{page.name}: {target}#{fragment}")
+    assert not broken, broken
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -81,7 +106,7 @@ def test_readme_has_the_commands_we_expect():
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """Tiny trained run dirs (with checkpoints/last.ckpt) for the README's `<run>` / `<path>` placeholders."""
+    """Tiny trained run dirs (with checkpoints/last.ckpt) for the pages' `<run>` / `<path>` placeholders."""
     import torch
 
     from emotionsumm.train import train
@@ -102,7 +127,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                    "model.encoders.text.intermediate_size=32", "model.encoders.audio.width=4",
                    "model.encoders.audio.depth=2", "model.encoders.image.widths=[4,4,4]", "data.batch_size=8"],
     }
-    for modality in ("text", "audio"):  # stage 1 of the README's two-stage feature fusion
+    for modality in ("text", "audio"):  # stage 1 of the two-stage feature fusion (docs/modalities.md)
         recipes[f"fusion_{modality}"] = [*recipes["fusion"], f"data.modalities=[{modality}]"]
     try:
         out = {}
@@ -117,7 +142,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory, runs) -> Path:
-    """The current directory the README's commands run in: the input files they name exist here."""
+    """The current directory the pages' commands run in: the input files they name exist here."""
     def demo(experiment: str) -> DictConfig:  # the demo data the tiny runs generated
         return make_cfg(Path("/nonexistent"), [f"experiment={experiment}"]).data
 
@@ -150,8 +175,9 @@ def workdir(tmp_path_factory, runs) -> Path:
 
 
 def substitute(command: Command, runs: dict[str, Path]) -> str:
-    """Fill the README's placeholders with the tiny runs (`<path>` is a checkpoint of the section's task)."""
-    path_run = runs["summarization"] if command.section.startswith("Summarization") else runs["text"]
+    """Fill a page's placeholders with the tiny runs (`<path>` is a checkpoint of the page's or section's task)."""
+    summarization = command.page == "docs/summarization.md" or command.section.startswith("Summarization")
+    path_run = runs["summarization"] if summarization else runs["text"]
     text = command.text
     for pattern, value in [(r"outputs/emotion_text/<run>", runs["text"]), (r"outputs/multirun/<sweep>", runs["text"]),
                            (r"<audio run>", runs["audio"]), (r"<fusion run>", runs["fusion"]),
@@ -246,7 +272,7 @@ def needs_runs(command: Command) -> bool:
                                                  command.text))
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[f"{i:02d}:{c.text.split('  #')[0][:70].strip()}"
+@pytest.mark.parametrize("command", COMMANDS, ids=[f"{i:02d}:{Path(c.page).stem}:{c.text.split('  #')[0][:70].strip()}"
                                                    for i, c in enumerate(COMMANDS)])
 def test_readme_command_runs(command: Command, request, tmp_path, monkeypatch):
     make_target = re.match(r"make ([\w-]+)", command.text)
