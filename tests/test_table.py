@@ -137,7 +137,7 @@ def test_every_data_object_is_the_data_the_trainer_takes(tmp_path):
             assert callable(getattr(cls, method)), (cls, method)
 
 
-# ---- a new modality: precomputed feature vectors (the README's "Add a modality") -------------------------
+# ---- a new modality: precomputed feature vectors (docs/extending.md, "Add a modality") -------------------
 class VectorData(TableData):
     load_errors = (OSError, ValueError)  # what `load` raises for a bad file: raise or skip (data.on_error)
 

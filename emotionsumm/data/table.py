@@ -14,7 +14,7 @@ A modality that supports it (`tasks`) may read a regression task instead (`task=
 a number, there are no classes, and the model gets one output (GLUE's STS-B similarity score).
 
 A modality subclass only says how to read a row (`parse`, or `read` for a folder scan), load and
-transform one example, fit, and collate; see README "Add a modality". Splits and folds are pure functions
+transform one example, fit, and collate; see docs/extending.md "Add a modality". Splits and folds are pure functions
 of the rows and `seed` (`splits`), so the same data always gives the same splits, folds and class ids.
 """
 
