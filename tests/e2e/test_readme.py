@@ -301,6 +301,8 @@ def test_readme_command_runs(command: Command, request, tmp_path, monkeypatch):
         assert args[i + 1] in ("job", "hydra", "all")
         args = args[:i] + args[i + 2:]
     monkeypatch.chdir(workdir)
+    # the real data, as a user outside the checkout reaches it (`../shared` of a temp dir is not it)
+    monkeypatch.setenv("EMOTIONSUMM_SHARED", str(SHARED))
     if module == "train":
         check_train(args, multirun)
     else:
