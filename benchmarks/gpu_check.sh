@@ -47,15 +47,17 @@ main()
 '
 
 if [ "$DRY" = 0 ]; then
-  if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q GPU; then
-    echo "gpu_check: no CUDA device (nvidia-smi lists no GPU): this script measures a GPU." \
-         "On a machine without one, 'bash benchmarks/gpu_check.sh --dry-run' prints what it would run." >&2
+  cuda_in_venv() { "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; }
+  # before any setup: nvidia-smi lists a GPU, or an existing .venv's torch sees one (e.g. no nvidia-smi in a container)
+  if ! nvidia-smi -L 2>/dev/null | grep -q GPU && ! { [ -x "$PY" ] && cuda_in_venv; }; then
+    echo "gpu_check: no CUDA device (nvidia-smi lists no GPU; torch in .venv, if there is one, sees none):" \
+         "this script measures a GPU. 'bash benchmarks/gpu_check.sh --dry-run' prints what it would run." >&2
     exit 1
   fi
   [ -x "$PY" ] || make setup
-  if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-    echo "gpu_check: nvidia-smi sees a GPU but torch does not (torch.version.cuda=" \
-         "$("$PY" -c 'import torch; print(torch.version.cuda)')): is .venv's torch a CPU-only build?" >&2
+  if ! cuda_in_venv; then
+    echo "gpu_check: nvidia-smi lists a GPU but torch does not see it (torch.version.cuda =" \
+         "$("$PY" -c 'import torch; print(torch.version.cuda)')): a CPU-only torch build in .venv? a driver too old?" >&2
     exit 1
   fi
   mkdir -p "$OUT"
