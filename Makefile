@@ -10,12 +10,13 @@ K      ?= 5
 TEST_WORKERS ?= 2
 GLUE_TASKS ?= glue_cola,glue_sst2,glue_mrpc,glue_qqp,glue_stsb,glue_mnli,glue_qnli,glue_rte,glue_wnli
 
-.PHONY: help setup train train-ddp sweep cv glue report test test-fast lint tensorboard clean
+.PHONY: help setup train train-ddp sweep cv glue report test test-fast test-gpu lint tensorboard clean
 
 help:
 	@echo "make train [ARGS='trainer.max_epochs=2 ...']   train the default experiment (sets up .venv first)"
 	@echo "make test                                       run the test suite (sets up .venv first)"
 	@echo "make test-fast                                  the unit tests only (about a minute)"
+	@echo "make test-gpu                                   the GPU tier (tests/gpu: fp16/bf16, resume, workers, compile, DDP)"
 	@echo "make train-ddp NPROC=2 [ARGS=...]               DDP on one machine with torchrun"
 	@echo "make sweep ARGS='optimizer.lr=1e-4,3e-4 seed=0,1,2'  Hydra multirun (resumable; report.md at the end)"
 	@echo "make cv K=5 [ARGS=...]                          k-fold cross-validation: all folds, mean +- std"
@@ -61,6 +62,11 @@ test: $(STAMP)
 # the unit layer only (no training, no subprocess runs): about a minute
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not ddp" $(ARGS)
+
+# the GPU tier on a machine with CUDA (one process: the tests share the device; 2-GPU DDP needs 2 devices);
+# without CUDA every test is skipped with the reason
+test-gpu: $(STAMP)
+	$(PY) -m pytest tests/gpu -m gpu -rs $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check emotionsumm tests benchmarks
