@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import runs
 from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
+from .runguard import RunDirHasResults, check_run_dir
 from .runs import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,11 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
     if done.is_file():
         log.info("skipping finished job %s (%s exists)", run_dir.name, done)
         return objective(cfg, json.loads(done.read_text()))
+    try:  # a smoke run (fast_dev_run) never resumes a started job and passes for its results
+        check_run_dir(run_dir, {**cfg.trainer, "resume": "auto"})
+    except RunDirHasResults as err:
+        log.error("skipping job %s: %s", run_dir.name, str(err.code).removeprefix("error: "))
+        return None
     from . import distributed as dist
 
     if env_world_size() > 1:  # one task per GPU started by SLURM (launcher=slurm)

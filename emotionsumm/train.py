@@ -26,6 +26,7 @@ from .config import (
     run_stamp,
     validate_config,
 )
+from .runguard import clear_previous
 from .runlock import run_dir_lock
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     run_dir = Path(cfg.paths.output_dir)
     with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
+        if dist.is_main() and cfg.trainer.get("overwrite") and not cfg.trainer.get("resume"):
+            clear_previous(run_dir)
         return _train(cfg, run_dir, stop)
 
 
