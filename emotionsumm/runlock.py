@@ -84,6 +84,24 @@ def acquire(run_dir: str | Path, check: Callable[[], None] | None = None) -> boo
     return True
 
 
+def holder(run_dir: str | Path) -> int | None:
+    """The PID of the live process holding `run_dir`'s lock (0: unknown; None: nobody). Probes without writing."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return int(_holder(path)) if _holder(path).isdigit() else 0
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def release(run_dir: str | Path) -> None:
     fd = _held.pop(Path(run_dir).resolve(), None)
     if fd is not None:
