@@ -91,8 +91,9 @@ def _preempt_signal() -> int | None:
 class StopRequest:
     """Records the first stop signal while installed (a re-entrant context manager, main thread only).
 
-    `train` installs it before the data is built with `setting_up` set, and clears that just before the
-    trainer's fit: a signal before then raises StoppedEarly at once (nothing was trained, nothing to save).
+    `train` installs it before the data is built with `setting_up` set (one process; under DDP the ranks
+    agree to stop after the first step), and clears that just before the trainer's fit: a signal before then
+    raises StoppedEarly at once (nothing was trained, nothing to save).
     """
 
     def __init__(self) -> None:

@@ -188,7 +188,7 @@ def _stop_sweep(sweep_dir: Path) -> Callable[[int, FrameType | None], None]:
             time.sleep(0.2)
         saved = sorted(name for name in stopped if (sweep_dir / name / "checkpoints" / "last.ckpt").is_file())
         jobs = ", ".join(f"{name} ({'saved last.ckpt' if name in saved else 'stopped before training'})"
-                         for name in sorted(stopped)) or "none was running"
+                         for name in sorted(stopped)) or "none (no job was running)"
         log.warning("sweep stopped by %s; stopped jobs: %s. Rerun the same command with hydra.sweep.dir=%s to "
                     "resume them (finished jobs are skipped)", signal_name(signum), jobs, sweep_dir)
         raise SweepStopped(signum)
@@ -264,10 +264,14 @@ class SweepCallback(Callback):
             self._previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS_OF_SWEEP}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from .report import ReportError, write_report
+        try:
+            self._end(config)
+        finally:  # a stop signal while the report is written still says how to resume
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
 
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+    def _end(self, config: DictConfig) -> None:
+        from .report import ReportError, write_report
 
         if self._set_stamp:
             os.environ.pop(RUN_STAMP_ENV, None)

@@ -46,7 +46,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     run_dir = Path(cfg.paths.output_dir)
     with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
-        stop.setting_up, before = True, _files(run_dir)
+        # under DDP a rank must not leave alone (the others would wait in a collective): all stop after step 1
+        stop.setting_up, before = dist.world_size() == 1, _files(run_dir)
         try:
             if dist.is_main() and cfg.trainer.get("overwrite") and not cfg.trainer.get("resume"):
                 clear_previous(run_dir)
@@ -61,9 +62,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _files(run_dir: Path) -> dict[Path, tuple[int, int]]:
     """Every file under run_dir but Hydra's (.hydra/, <job>.log) and the lock: path -> (size, mtime)."""
-    return {p: (st.st_size, st.st_mtime_ns) for p in run_dir.rglob("*")
-            if (st := p.stat()) and p.is_file() and p.relative_to(run_dir).parts[0] not in (".hydra", ".lock")
-            and not (p.parent == run_dir and p.suffix == ".log")}
+    files = {}
+    for path in run_dir.rglob("*") if run_dir.is_dir() else ():
+        top = path.relative_to(run_dir).parts[0]
+        if top in (".hydra", ".lock") or (path.parent == run_dir and path.suffix == ".log"):
+            continue
+        with contextlib.suppress(OSError):  # a temp file may vanish meanwhile
+            if path.is_file():
+                files[path] = (path.stat().st_size, path.stat().st_mtime_ns)
+    return files
 
 
 def _written(run_dir: Path, before: dict[Path, tuple[int, int]]) -> str:
