@@ -4,7 +4,9 @@ A job's dir is `<job number>-<hash of its overrides>` (`runs.job_subdir`) and is
 hash, so rerunning the same multirun command with the same `hydra.sweep.dir` (even with a grown grid)
 maps each job to its old dir: a job with a metrics.json is skipped, any other resumes from its last
 checkpoint (`trainer.resume=auto`). A failing job writes `error.txt` instead of stopping the sweep;
-`SweepCallback` checks the sweep before it starts and lists the failures when it ends.
+`SweepCallback` checks the sweep before it starts and lists the failures when it ends. A stop signal to
+the launcher (basic, joblib) stops the running jobs the graceful way (SIGTERM: they save last.ckpt) before
+it exits, and a joblib worker whose launcher died (even by SIGKILL) stops the same way and exits.
 
 Light on purpose (no torch): the callback is imported by Hydra before any job runs.
 """
