@@ -35,12 +35,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import runs
 from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
+from .interrupt import STOP_SIGNALS, install_early_stop, signal_name
 from .runguard import RunDirHasResults, check_run_dir
 from .runs import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
 
 log = logging.getLogger(__name__)
-
-STOP_SIGNALS_OF_SWEEP = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # interrupt.STOP_SIGNALS, without importing
 
 
 class SweepError(SystemExit):
@@ -107,6 +106,11 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
             return None
 
 
+_in_loky_worker = False
+_launcher_gone = threading.Event()  # in a joblib worker: the sweep's launcher died (even by SIGKILL)
+_job_running = threading.Event()
+
+
 def _restore_start_method() -> bool:
     """A joblib (loky) worker makes loky multiprocessing's default start method, and DataLoader workers
     cannot start loky processes: give this job the platform default back (fork on Linux). True in such a worker."""
@@ -119,17 +123,10 @@ def _restore_start_method() -> bool:
     return _in_loky_worker
 
 
-_in_loky_worker = False
-_launcher_gone = threading.Event()  # in a joblib worker: the sweep's launcher died (even by SIGKILL)
-_job_running = threading.Event()
-
-
 @contextlib.contextmanager
 def _launcher_watched() -> Iterator[None]:
     """A job in a joblib (loky) worker: stops like on SIGTERM (saving last.ckpt) when the launcher dies, and
     this orphaned worker exits after it; a stop signal before `train` is ready stops at once (StoppedEarly)."""
-    from .interrupt import STOP_SIGNALS, install_early_stop
-
     _watch_launcher()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     install_early_stop()  # a SIGTERM forwarded by the launcher never kills the worker (joblib would kill the rest)
@@ -169,10 +166,9 @@ def _stop_sweep(sweep_dir: Path) -> Callable[[int, FrameType | None], None]:
     way (SIGTERM: it saves last.ckpt), wait for them, say which and how to resume, exit 128 + signal."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        from .interrupt import signal_name
         from .runlock import holder
 
-        for sig in STOP_SIGNALS_OF_SWEEP:  # one stop at a time (workers get SIGTERM once); Ctrl-C again aborts
+        for sig in STOP_SIGNALS:  # one stop at a time (workers get SIGTERM once); Ctrl-C again aborts
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_IGN)
         log.warning("received %s: stopping the running jobs of %s (each saves its last.ckpt)",
                     signal_name(signum), sweep_dir)
@@ -263,7 +259,7 @@ class SweepCallback(Callback):
         in_main_thread = threading.current_thread() is threading.main_thread()
         if target.endswith(("JoblibLauncher", "BasicLauncher")) and in_main_thread:
             handler = _stop_sweep(Path(str(config.hydra.sweep.dir)))
-            self._previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS_OF_SWEEP}
+            self._previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
