@@ -4,9 +4,9 @@ A handler only records the signal; the trainer acts on it at the next optimizer-
 DDP at the one after, when every rank has heard of it without waiting for the device):
 it saves `last.ckpt`, logs how to resume and raises `Interrupted`, a SystemExit with status
 128 + signal number (the shell's convention for "killed by a signal"). A second Ctrl-C aborts at
-once. A signal before training starts (imports, data loading) exits 128 + signal at once, saying what
-was written (`StoppedEarly`). Under submitit (`launcher=slurm|submitit_local`) its preemption signal (SIGUSR2 unless
-SUBMITIT_PREEMPT_SIGNAL says otherwise) is handled the same way, and submitit's own handler is
+once. A signal before training starts (imports, data loading) exits 128 + signal at once, saying
+what was written (`StoppedEarly`). Under submitit (`launcher=slurm|submitit_local`) its preemption
+signal (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) is handled the same way, and submitit's own handler is
 called after the save so that the job is requeued and resumes from that checkpoint.
 """
 
@@ -73,6 +73,14 @@ def install_early_stop(importing: bool = False) -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:
             signal.signal(signum, _stop_while_importing if importing else _stop_early)
+
+
+def disarm_early_stop() -> None:
+    """After `train`: a signal no longer means 'before training' (the default action is back)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) in (_stop_early, _stop_while_importing):
+                signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
 
 
 def signal_name(signum: int) -> str:

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import runs
 from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
-from .interrupt import STOP_SIGNALS, install_early_stop, signal_name
+from .interrupt import STOP_SIGNALS, StoppedEarly, signal_name
 from .runguard import RunDirHasResults, check_run_dir
 from .runs import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
 
@@ -129,7 +129,8 @@ def _launcher_watched() -> Iterator[None]:
     this orphaned worker exits after it; a stop signal before `train` is ready stops at once (StoppedEarly)."""
     _watch_launcher()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    install_early_stop()  # a SIGTERM forwarded by the launcher never kills the worker (joblib would kill the rest)
+    for signum in STOP_SIGNALS:  # a SIGTERM forwarded by the launcher never kills a worker (joblib would kill
+        signal.signal(signum, _stop_job)  # the others at once); `train` handles it the graceful way meanwhile
     _job_running.set()
     try:
         if _launcher_gone.is_set():
@@ -142,6 +143,10 @@ def _launcher_watched() -> Iterator[None]:
         if _launcher_gone.is_set():  # nobody waits for this worker's results: exit instead of idling
             logging.shutdown()
             os._exit(128 + signal.SIGTERM)
+
+
+def _stop_job(signum: int, frame: FrameType | None) -> None:
+    raise StoppedEarly(signum)
 
 
 def _watch_launcher() -> None:

@@ -42,22 +42,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured experiment; returns the final metrics (also in metrics.json)."""
     validate_config(cfg)
     from . import distributed as dist
-    from .interrupt import StoppedEarly, StopRequest, signal_name
+    from .interrupt import StoppedEarly, StopRequest, disarm_early_stop, signal_name
 
     run_dir = Path(cfg.paths.output_dir)
-    with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
-        # under DDP a rank must not leave alone (the others would wait in a collective): all stop after step 1
-        stop.setting_up, before = dist.world_size() == 1, _files(run_dir)
-        try:
-            if dist.is_main() and cfg.trainer.get("overwrite") and not cfg.trainer.get("resume"):
-                clear_previous(run_dir)
-            return _train(cfg, run_dir, stop)
-        except StoppedEarly as early:
-            if dist.is_main():
-                log.warning("stopped by %s before training; %s", signal_name(early.signum),
-                            _written(run_dir, before))
-            early.reported = True
-            raise
+    try:
+        with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
+            # under DDP a rank must not leave alone (the others would wait in a collective): all stop after step 1
+            stop.setting_up, before = dist.world_size() == 1, _files(run_dir)
+            try:
+                if dist.is_main() and cfg.trainer.get("overwrite") and not cfg.trainer.get("resume"):
+                    clear_previous(run_dir)
+                return _train(cfg, run_dir, stop)
+            except StoppedEarly as early:
+                if dist.is_main():
+                    log.warning("stopped by %s before training; %s", signal_name(early.signum),
+                                _written(run_dir, before))
+                early.reported = True
+                raise
+    finally:  # StopRequest has put main()'s handlers back: a signal from now on is not 'before training'
+        disarm_early_stop()
 
 
 def _files(run_dir: Path) -> dict[Path, tuple[int, int]]:
