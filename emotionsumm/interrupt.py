@@ -4,8 +4,9 @@ A handler only records the signal; the trainer acts on it at the next optimizer-
 DDP at the one after, when every rank has heard of it without waiting for the device):
 it saves `last.ckpt`, logs how to resume and raises `Interrupted`, a SystemExit with status
 128 + signal number (the shell's convention for "killed by a signal"). A second Ctrl-C aborts at
-once. Under submitit (`launcher=slurm|submitit_local`) its preemption signal (SIGUSR2 unless
-SUBMITIT_PREEMPT_SIGNAL says otherwise) is handled the same way, and submitit's own handler is
+once. A signal before training starts (imports, data loading) exits 128 + signal at once, saying
+what was written (`StoppedEarly`). Under submitit (`launcher=slurm|submitit_local`) its preemption
+signal (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) is handled the same way, and submitit's own handler is
 called after the save so that the job is requeued and resumes from that checkpoint.
 """
 
@@ -42,6 +43,46 @@ class Interrupted(SystemExit):
         self.signum, self.step = signum, step
 
 
+class StoppedEarly(SystemExit):
+    """A stop signal before training started (imports, config, data loading): exit 128 + signal at once.
+
+    Nothing is saved because nothing was trained; `reported` once the message naming what was written is out.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.reported = signum, False
+
+
+def _stop_early(signum: int, frame: FrameType | None) -> None:
+    raise StoppedEarly(signum)
+
+
+def _stop_while_importing(signum: int, frame: FrameType | None) -> None:
+    print(f"stopped by {signal_name(signum)} before training; nothing was written", file=sys.stderr)
+    early = StoppedEarly(signum)
+    early.reported = True
+    raise early
+
+
+def install_early_stop(importing: bool = False) -> None:
+    """Until `train` installs its StopRequest, a stop signal raises StoppedEarly (main thread only).
+
+    `importing`: the entry point's own imports, where no caller can catch it; the handler says it itself.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _stop_while_importing if importing else _stop_early)
+
+
+def disarm_early_stop() -> None:
+    """After `train`: a signal no longer means 'before training' (the default action is back)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) in (_stop_early, _stop_while_importing):
+                signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
+
+
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
@@ -58,7 +99,9 @@ def _preempt_signal() -> int | None:
 class StopRequest:
     """Records the first stop signal while installed (a re-entrant context manager, main thread only).
 
-    `train` installs it before the data is built, so a signal during set-up stops after the first step.
+    `train` installs it before the data is built with `setting_up` set (one process; under DDP the ranks
+    agree to stop after the first step), and clears that just before the trainer's fit: a signal before then
+    raises StoppedEarly at once (nothing was trained, nothing to save).
     """
 
     def __init__(self) -> None:
@@ -69,6 +112,7 @@ class StopRequest:
         self._preempt: int | None = None
         self._depth = 0
         self._pending: _HostCopy | None = None  # the latest agreement, not read yet
+        self.setting_up = False  # a signal while set raises StoppedEarly at once
 
     def __enter__(self) -> StopRequest:
         self._depth += 1
@@ -94,6 +138,8 @@ class StopRequest:
                 log.error("second SIGINT: aborting at once, without saving")
                 raise KeyboardInterrupt
             return
+        if self.setting_up:
+            raise StoppedEarly(signum)
         self.signum, self.signal_step = signum, self.step
         log.warning("received %s: finishing the current optimizer step, then saving and stopping%s",
                     signal_name(signum), " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else "")

@@ -62,12 +62,36 @@ def _kind(path: Path) -> str:
     return "checkpoint" if path.suffix == ".ckpt" else "file"
 
 
+class _WriteErrors:
+    """A binary file whose first write error is kept: torch.save turns it into a RuntimeError without errno."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh: IO[bytes] = fh
+        self.error: OSError | None = None
+
+    def __getattr__(self, name: str) -> Any:  # flush, tell, …: the file's
+        return getattr(self.fh, name)
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save through `atomic_open`."""
+    """torch.save through `atomic_open`; a full disk is a DiskFullError (torch reports it as a RuntimeError)."""
     import torch
 
     with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
+        recorder = _WriteErrors(fh)
+        try:
+            torch.save(obj, recorder)
+        except RuntimeError:
+            if recorder.error is not None:  # the OSError under torch's message: atomic_open reports ENOSPC/EDQUOT
+                raise recorder.error from None
+            raise
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:

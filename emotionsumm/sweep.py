@@ -4,7 +4,9 @@ A job's dir is `<job number>-<hash of its overrides>` (`runs.job_subdir`) and is
 hash, so rerunning the same multirun command with the same `hydra.sweep.dir` (even with a grown grid)
 maps each job to its old dir: a job with a metrics.json is skipped, any other resumes from its last
 checkpoint (`trainer.resume=auto`). A failing job writes `error.txt` instead of stopping the sweep;
-`SweepCallback` checks the sweep before it starts and lists the failures when it ends.
+`SweepCallback` checks the sweep before it starts and lists the failures when it ends. A stop signal to
+the launcher (basic, joblib) stops the running jobs the graceful way (SIGTERM: they save last.ckpt) before
+it exits, and a joblib worker whose launcher died (even by SIGKILL) stops the same way and exits.
 
 Light on purpose (no torch): the callback is imported by Hydra before any job runs.
 """
@@ -17,9 +19,13 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -29,6 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import runs
 from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
+from .interrupt import STOP_SIGNALS, StoppedEarly, signal_name
+from .runguard import RunDirHasResults, check_run_dir
 from .runs import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
 
 log = logging.getLogger(__name__)
@@ -68,15 +76,21 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
     if done.is_file():
         log.info("skipping finished job %s (%s exists)", run_dir.name, done)
         return objective(cfg, json.loads(done.read_text()))
+    try:  # a smoke run (fast_dev_run) never resumes a started job and passes for its results
+        check_run_dir(run_dir, {**cfg.trainer, "resume": "auto"})
+    except RunDirHasResults as err:
+        log.error("skipping job %s: %s", run_dir.name, str(err.code).removeprefix("error: "))
+        return None
     from . import distributed as dist
 
     if env_world_size() > 1:  # one task per GPU started by SLURM (launcher=slurm)
         dist.init_from_env()
-    _restore_start_method()
+    worker = _restore_start_method()
     from .runlock import run_dir_lock
 
     # a second launcher of the same sweep stops here (RunDirInUse); a signal (Interrupted) is no failure
-    with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext():
+    with (_launcher_watched() if worker else contextlib.nullcontext(),
+          run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext()):
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         if cfg.trainer.get("resume") is None:
             cfg.trainer.resume = "auto"
@@ -92,13 +106,104 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
             return None
 
 
-def _restore_start_method() -> None:
+_in_loky_worker = False
+_launcher_gone = threading.Event()  # in a joblib worker: the sweep's launcher died (even by SIGKILL)
+_job_running = threading.Event()
+
+
+def _restore_start_method() -> bool:
     """A joblib (loky) worker makes loky multiprocessing's default start method, and DataLoader workers
-    cannot start loky processes: give this job the platform default back (fork on Linux)."""
+    cannot start loky processes: give this job the platform default back (fork on Linux). True in such a worker."""
     import multiprocessing
 
+    global _in_loky_worker
     if multiprocessing.get_start_method(allow_none=True) == "loky":
         multiprocessing.set_start_method(None, force=True)
+        _in_loky_worker = True
+    return _in_loky_worker
+
+
+@contextlib.contextmanager
+def _launcher_watched() -> Iterator[None]:
+    """A job in a joblib (loky) worker: stops like on SIGTERM (saving last.ckpt) when the launcher dies, and
+    this orphaned worker exits after it; a stop signal before `train` is ready stops at once (StoppedEarly)."""
+    _watch_launcher()
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:  # a SIGTERM forwarded by the launcher never kills a worker (joblib would kill
+        signal.signal(signum, _stop_job)  # the others at once); `train` handles it the graceful way meanwhile
+    _job_running.set()
+    try:
+        if _launcher_gone.is_set():
+            raise SystemExit(128 + signal.SIGTERM)
+        yield
+    finally:
+        _job_running.clear()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if _launcher_gone.is_set():  # nobody waits for this worker's results: exit instead of idling
+            logging.shutdown()
+            os._exit(128 + signal.SIGTERM)
+
+
+def _stop_job(signum: int, frame: FrameType | None) -> None:
+    raise StoppedEarly(signum)
+
+
+def _watch_launcher() -> None:
+    """Start (once per worker) a daemon thread that notices when the launcher process is gone."""
+    if any(t.name == "watch-sweep-launcher" for t in threading.enumerate()):
+        return
+    threading.Thread(target=_poll_launcher, args=(os.getppid(),), daemon=True, name="watch-sweep-launcher").start()
+
+
+def _poll_launcher(launcher: int, every: float = 0.5) -> None:
+    while os.getppid() == launcher:
+        time.sleep(every)
+    _launcher_gone.set()
+    if not _job_running.is_set():
+        os._exit(128 + signal.SIGTERM)
+    log.warning("the sweep's launcher (PID %d) is gone: stopping this job as on SIGTERM", launcher)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_sweep(sweep_dir: Path) -> Callable[[int, FrameType | None], None]:
+    """The launcher's handler of a stop signal (joblib and basic launchers): stop every running job the graceful
+    way (SIGTERM: it saves last.ckpt), wait for them, say which and how to resume, exit 128 + signal."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        from .runlock import holder
+
+        for sig in STOP_SIGNALS:  # one stop at a time (workers get SIGTERM once); Ctrl-C again aborts
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_IGN)
+        log.warning("received %s: stopping the running jobs of %s (each saves its last.ckpt)",
+                    signal_name(signum), sweep_dir)
+        stopped: set[str] = set()
+        while True:  # a job dispatched meanwhile is stopped too (before training: nothing to save)
+            running = {d.name: pid for d in sweep_dir.iterdir()
+                       if (pid := holder(d)) is not None and pid != os.getpid()}
+            for name, pid in running.items():
+                if name not in stopped and pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+                    stopped.add(name)
+            if not running:
+                break
+            time.sleep(0.2)
+        saved = sorted(name for name in stopped if (sweep_dir / name / "checkpoints" / "last.ckpt").is_file())
+        jobs = ", ".join(f"{name} ({'saved last.ckpt' if name in saved else 'stopped before training'})"
+                         for name in sorted(stopped)) or "none (no job was running)"
+        log.warning("sweep stopped by %s; stopped jobs: %s. Rerun the same command with hydra.sweep.dir=%s to "
+                    "resume them (finished jobs are skipped)", signal_name(signum), jobs, sweep_dir)
+        raise SweepStopped(signum)
+
+    return handle
+
+
+class SweepStopped(SystemExit):
+    """The launcher stopped by a signal after its running jobs saved: exit status 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
 
 
 def check_launcher(config: DictConfig) -> None:
@@ -146,6 +251,7 @@ class SweepCallback(Callback):
     def __init__(self, report: bool = True) -> None:
         self.report = report
         self._set_stamp = False
+        self._previous: dict[int, Any] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # jobs run in other processes (joblib, submitit) resolve the same `${run_stamp:}` sweep dir
@@ -154,8 +260,20 @@ class SweepCallback(Callback):
             self._set_stamp = True
         check_launcher(config)
         check_swept_keys(config)
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if target.endswith(("JoblibLauncher", "BasicLauncher")) and in_main_thread:
+            handler = _stop_sweep(Path(str(config.hydra.sweep.dir)))
+            self._previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._end(config)
+        finally:  # a stop signal while the report is written still says how to resume
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+
+    def _end(self, config: DictConfig) -> None:
         from .report import ReportError, write_report
 
         if self._set_stamp:

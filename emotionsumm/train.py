@@ -6,6 +6,11 @@ prints the composed config instantly.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a stop signal during the imports below says so instead of a bare signal code
+    from .interrupt import install_early_stop
+
+    install_early_stop(importing=True)
+
 import contextlib
 import logging
 import os
@@ -26,6 +31,7 @@ from .config import (
     run_stamp,
     validate_config,
 )
+from .runguard import clear_previous
 from .runlock import run_dir_lock
 
 log = logging.getLogger(__name__)
@@ -36,14 +42,52 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured experiment; returns the final metrics (also in metrics.json)."""
     validate_config(cfg)
     from . import distributed as dist
-    from .interrupt import StopRequest
+    from .interrupt import StoppedEarly, StopRequest, disarm_early_stop, signal_name
     from .target_allowlist import command_trust
 
     trust = command_trust(cfg)  # before anything runs: a bad `trust=` entry fails here
 
     run_dir = Path(cfg.paths.output_dir)
-    with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
-        return _train(cfg, run_dir, stop, trust)
+    try:
+        with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
+            # under DDP a rank must not leave alone (the others would wait in a collective): all stop after step 1
+            stop.setting_up, before = dist.world_size() == 1, _files(run_dir)
+            try:
+                if dist.is_main() and cfg.trainer.get("overwrite") and not cfg.trainer.get("resume"):
+                    clear_previous(run_dir)
+                return _train(cfg, run_dir, stop, trust)
+            except StoppedEarly as early:
+                if dist.is_main():
+                    log.warning("stopped by %s before training; %s", signal_name(early.signum),
+                                _written(run_dir, before))
+                early.reported = True
+                raise
+    finally:  # StopRequest has put main()'s handlers back: a signal from now on is not 'before training'
+        disarm_early_stop()
+
+
+def _files(run_dir: Path) -> dict[Path, tuple[int, int]]:
+    """Every file under run_dir but Hydra's (.hydra/, <job>.log) and the lock: path -> (size, mtime)."""
+    files = {}
+    for path in run_dir.rglob("*") if run_dir.is_dir() else ():
+        top = path.relative_to(run_dir).parts[0]
+        if top in (".hydra", ".lock") or (path.parent == run_dir and path.suffix == ".log"):
+            continue
+        with contextlib.suppress(OSError):  # a temp file may vanish meanwhile
+            if path.is_file():
+                files[path] = (path.stat().st_size, path.stat().st_mtime_ns)
+    return files
+
+
+def _written(run_dir: Path, before: dict[Path, tuple[int, int]]) -> str:
+    """What this run wrote into run_dir (files new or changed since `before`), in words."""
+    now = _files(run_dir)
+    changed = sorted(str(p.relative_to(run_dir)) for p, stat in now.items() if before.get(p) != stat)
+    gone = sorted(str(p.relative_to(run_dir)) for p in before.keys() - now.keys())  # trainer.overwrite=true
+    if not changed and not gone:
+        return "nothing was written"
+    return "; ".join([*([f"it wrote only {', '.join(changed)} (no checkpoint, no metrics)"] if changed else []),
+                      *([f"trainer.overwrite=true deleted {', '.join(gone)}"] if gone else [])])
 
 
 def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, float]:
@@ -74,6 +118,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, f
     optimizer = instantiate(cfg.optimizer)(param_groups(policy, cfg.optimizer.get("weight_decay", 0.0),
                                                         cfg.get("group_lr")))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    stop.setting_up = False  # from here a signal saves after the optimizer step it arrives in
     metrics = trainer.fit(policy, data, optimizer, scheduler)
     if dist.is_main():
         write_json(metrics, run_dir / "metrics.json")
@@ -103,11 +148,18 @@ def _prepare_distributed() -> None:
 
 
 def main() -> None:
+    from .interrupt import StoppedEarly, install_early_stop, signal_name
+
+    install_early_stop()
     launched_by_torchrun = env_world_size() > 1
-    if launched_by_torchrun:
-        _prepare_distributed()
     try:
+        if launched_by_torchrun:
+            _prepare_distributed()
         _hydra_main()
+    except StoppedEarly as early:
+        if not early.reported:  # before `train`: Hydra may have written .hydra/ and the log file, nothing else
+            log.warning("stopped by %s before training; nothing was written", signal_name(early.signum))
+        raise
     finally:
         if launched_by_torchrun:
             from .distributed import cleanup
