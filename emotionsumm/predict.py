@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import CONFIG_DIR, register_resolvers
+from .config.core import CONFIG_DIR, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -26,11 +26,11 @@ def predict(cfg: DictConfig) -> list[str]:
     import torch
     from torch.utils.data import DataLoader
 
+    from .config.builders import load_for_inference
+    from .config.trust import command_trust
     from .data.multimodal import MultimodalData
-    from .io import atomic_open, atomic_write_text
-    from .quantize import quantize
-    from .runtime import load_for_inference
-    from .target_allowlist import command_trust
+    from .models.quantize import quantize
+    from .runs.atomic import atomic_open, atomic_write_text
 
     _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cache_dir=cfg.paths.cache_dir,
                                          trust=command_trust(cfg))

@@ -20,8 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .plots import plot_curves, plot_metric_vs
-from .runs import (
+from .runs.layout import (
     CONFIG_FILE,
     ERROR_FILE,
     METRICS_FILE,
@@ -37,6 +36,7 @@ from .runs import (
     read_yaml,
     swept_keys,
 )
+from .tracking.plots import plot_curves, plot_metric_vs
 
 # overrides that replicate a configuration rather than change it: averaged over in the group table
 REPLICATE_KEYS = ("seed", "data.fold")

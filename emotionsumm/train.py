@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import (
+from .config.core import (
     CONFIG_DIR,
     PROJECT_ROOT,
     RUN_STAMP_ENV,
@@ -26,7 +26,7 @@ from .config import (
     run_stamp,
     validate_config,
 )
-from .runlock import run_dir_lock
+from .runs.lock import run_dir_lock
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -35,9 +35,9 @@ register_resolvers()
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured experiment; returns the final metrics (also in metrics.json)."""
     validate_config(cfg)
-    from . import distributed as dist
-    from .interrupt import StopRequest
-    from .target_allowlist import command_trust
+    from .config.trust import command_trust
+    from .training import distributed as dist
+    from .training.stop import StopRequest
 
     trust = command_trust(cfg)  # before anything runs: a bad `trust=` entry fails here
 
@@ -49,14 +49,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, float]:
     from hydra.utils import instantiate
 
-    from . import distributed as dist
-    from .io import write_json
-    from .loggers import logger_factory
-    from .optim import param_groups
-    from .provenance import provenance
-    from .runtime import build_data, build_policy, instantiate_enabled
-    from .seed import seed_everything
-    from .sweep import current_sweep_dir
+    from .config.builders import build_data, build_policy, instantiate_enabled
+    from .runs.atomic import write_json
+    from .runs.provenance import provenance
+    from .runs.sweep import current_sweep_dir
+    from .tracking.loggers import logger_factory
+    from .training import distributed as dist
+    from .training.optim import param_groups
+    from .training.seed import seed_everything
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -83,7 +83,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, f
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from .sweep import in_multirun, objective, run_sweep_job
+    from .runs.sweep import in_multirun, objective, run_sweep_job
 
     if in_multirun():  # skip if finished, resume if started, record a failure and carry on
         return run_sweep_job(cfg, train)
@@ -92,7 +92,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def _prepare_distributed() -> None:
     """Under torchrun, rank 0 picks the run dir stamp and the others receive it (one run dir)."""
-    from . import distributed as dist
+    from .training import distributed as dist
 
     if not dist.init_from_env():
         return
@@ -110,7 +110,7 @@ def main() -> None:
         _hydra_main()
     finally:
         if launched_by_torchrun:
-            from .distributed import cleanup
+            from .training.distributed import cleanup
 
             cleanup()
 

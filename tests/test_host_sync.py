@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import emotionsumm
-from emotionsumm.checkpoint import load_checkpoint
-from emotionsumm.ema import EMA
-from emotionsumm.trainer import Trainer
+from emotionsumm.training.checkpoint import load_checkpoint
+from emotionsumm.training.ema import EMA
+from emotionsumm.training.trainer import Trainer
 
 from .tiny_task import RecordingLogger, TinyPolicy, tiny_data
 
@@ -101,7 +101,7 @@ def test_a_non_finite_loss_between_checks_stops_naming_its_step_and_no_checkpoin
 
 
 def test_under_ddp_steps_that_do_not_wait_get_the_previous_steps_agreement(tmp_path):
-    from emotionsumm.interrupt import StopRequest
+    from emotionsumm.training.stop import StopRequest
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

@@ -14,7 +14,7 @@ import torch
 from . import distributed as dist
 
 if TYPE_CHECKING:
-    from .interrupt import StopRequest
+    from .stop import StopRequest
 
 
 class TrainMeter:

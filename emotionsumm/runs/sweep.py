@@ -1,6 +1,6 @@
 """Sweeps that survive interruption: stable job dirs, jobs that skip or resume, failures recorded.
 
-A job's dir is `<job number>-<hash of its overrides>` (`runs.job_subdir`) and is found again by the
+A job's dir is `<job number>-<hash of its overrides>` (`layout.job_subdir`) and is found again by the
 hash, so rerunning the same multirun command with the same `hydra.sweep.dir` (even with a grown grid)
 maps each job to its old dir: a job with a metrics.json is skipped, any other resumes from its last
 checkpoint (`trainer.resume=auto`). A failing job writes `error.txt` instead of stopping the sweep;
@@ -27,9 +27,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import runs
-from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
-from .runs import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
+from ..config.core import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
+from . import layout
+from .layout import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def current_sweep_dir() -> Path | None:
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """What a job returns to the sweeper: `runs.objective` of its `trainer.monitor`."""
-    return runs.objective(cfg.trainer.monitor, metrics)
+    """What a job returns to the sweeper: `layout.objective` of its `trainer.monitor`."""
+    return layout.objective(cfg.trainer.monitor, metrics)
 
 
 def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) -> float | None:
@@ -68,12 +68,12 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
     if done.is_file():
         log.info("skipping finished job %s (%s exists)", run_dir.name, done)
         return objective(cfg, json.loads(done.read_text()))
-    from . import distributed as dist
+    from ..training import distributed as dist
 
     if env_world_size() > 1:  # one task per GPU started by SLURM (launcher=slurm)
         dist.init_from_env()
     _restore_start_method()
-    from .runlock import run_dir_lock
+    from .lock import run_dir_lock
 
     # a second launcher of the same sweep stops here (RunDirInUse); a signal (Interrupted) is no failure
     with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext():
@@ -86,7 +86,7 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
             overrides = " ".join(HydraConfig.get().overrides.task)
             log.exception("job %s failed (overrides: %s); the sweep carries on", run_dir.name, overrides)
             if dist.is_main():
-                from .io import atomic_write_text
+                from .atomic import atomic_write_text
 
                 atomic_write_text(f"overrides: {overrides}\n\n{traceback.format_exc()}", run_dir / ERROR_FILE)
             return None
@@ -156,7 +156,7 @@ class SweepCallback(Callback):
         check_swept_keys(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from .report import ReportError, write_report
+        from ..report import ReportError, write_report
 
         if self._set_stamp:
             os.environ.pop(RUN_STAMP_ENV, None)
@@ -169,7 +169,7 @@ class SweepCallback(Callback):
                 log.warning("no sweep report: %s", err)
         failed = [job for job in jobs if job.status == "failed"]
         if (sweep_dir / MLFLOW_RUN_FILE).is_file():  # logger=mlflow: the sweep's parent run ends here
-            from .mlflow_logger import end_sweep_run
+            from ..tracking.mlflow_logger import end_sweep_run
 
             end_sweep_run(sweep_dir, failed=bool(failed))
         done = sum(job.status == "finished" for job in jobs)

@@ -17,7 +17,7 @@ code; name the exact target in a config of your own instead.
 
 A string is judged before anything is imported (an import runs code): only emotionsumm modules and those
 of trusted packages are ever imported here, and the object reached must be defined there (not a re-export
-such as `emotionsumm.runtime.instantiate` or `mylab.models.os.system`). emotionsumm functions are allowed
+such as `emotionsumm.config.builders.instantiate` or `mylab.models.os.system`). emotionsumm functions are allowed
 only when a config names them: emotionsumm's own helpers write files at given paths (`atomic_write_text`).
 Interpolations (`${...}`) are refused too: a stored config is already resolved, and a resolver
 (`oc.env`, custom ones) would be chosen by the config's author.
@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from .config import CONFIG_DIR
+from .core import CONFIG_DIR
 
 PACKAGE = "emotionsumm"
 # top-level packages `trust=[…]` refuses: the standard library, emotionsumm (its helpers write files) and the
@@ -118,7 +118,7 @@ def _defined_object(target: str, package: str) -> Any:
                 if exc.name == name:
                     return None
                 raise
-        if child is not sys.modules.get(name):  # e.g. `emotionsumm.checkpoint.os`: a re-export
+        if child is not sys.modules.get(name):  # e.g. `emotionsumm.training.checkpoint.os`: a re-export
             return None
         obj = child
     found = getattr(obj, parts[-1], None)

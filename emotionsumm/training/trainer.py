@@ -19,21 +19,21 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..config.core import flatten, require_choice
+from ..config.ranges import require_ranges
+from ..config.trust import SHIPPED, Trust
+from ..interfaces import Data, Policy
+from ..tracking.loggers import MetricLogger, NullLogger, grad_norm, open_logger
+from ..tracking.progress import progress
 from . import distributed as dist
 from .checkpoint import LAST, Checkpointer, find_resume, restore_training, training_payload
-from .config import flatten, require_choice
 from .devices import PRECISIONS, autocast, compiled_graphs, device_for
 from .ema import EMA
-from .evaluation import score, to_device
-from .interfaces import Data, Policy
-from .interrupt import StopRequest, signal_name
 from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
-from .loggers import MetricLogger, NullLogger, grad_norm, open_logger
-from .meter import StepChecks, TrainMeter
-from .progress import progress
-from .ranges import require_ranges
+from .scoring import score, to_device
 from .state import EarlyStopping, TrainState
-from .target_allowlist import SHIPPED, Trust
+from .step_checks import StepChecks, TrainMeter
+from .stop import StopRequest, signal_name
 
 log = logging.getLogger(__name__)
 VALIDATE_RAW = ("never", "final", "always")

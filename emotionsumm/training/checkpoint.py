@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config.core import flatten
+from ..config.trust import SHIPPED, Trust, UntrustedConfigError, check_config
+from ..runs.atomic import TMP_PREFIX, atomic_save
 from . import distributed as dist
-from .config import flatten
-from .io import TMP_PREFIX, atomic_save
-from .target_allowlist import SHIPPED, Trust, UntrustedConfigError, check_config
 
 log = logging.getLogger(__name__)
 
