@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config.core import flatten
+from ..config.renames import current_targets
 from ..config.trust import SHIPPED, Trust, UntrustedConfigError, check_config
 from ..runs.atomic import TMP_PREFIX, atomic_save
 from . import distributed as dist
@@ -63,6 +64,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt", trust: Trust = SHIPPED)
             f"{key}: {path}: refusing to build from this checkpoint: {exc}; nothing was run. Only use checkpoints "
             "from people you trust."
         ) from None
+    payload["config"] = current_targets(payload["config"])  # written before the packages by role: today's names
     return payload
 
 
