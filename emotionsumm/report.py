@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .policies import confusion_file
 from .runs.layout import (
     CONFIG_FILE,
     ERROR_FILE,
@@ -28,7 +29,6 @@ from .runs.layout import (
     OPTUNA_RESULTS_FILE,
     TB_DIR,
     Job,
-    confusion_file,
     is_run_dir,
     load_job,
     load_jobs,

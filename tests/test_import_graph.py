@@ -181,3 +181,12 @@ def test_cycle_finder_reports_the_path():
     edges = {"a": frozenset({"b"}), "b": frozenset({"c"}), "c": frozenset({"a"}), "d": frozenset({"a"})}
     assert cycles(edges) == [["a", "b", "c", "a"]]
     assert cycles({"a": frozenset({"b"}), "b": frozenset()}) == []
+
+
+def test_policies_do_not_read_the_run_dir_layout():
+    """A policy writes its figures where it is told; which files a run dir holds is `runs.layout`'s business
+    and the report's, never a policy's (`policies.confusion_file` names the one file a policy writes)."""
+    edges = graph()
+    direct = {name: sorted(edges[name] & {f"{PACKAGE}.runs.layout", f"{PACKAGE}.training.trainer"})
+              for name in edges if in_package(name, "policies")}
+    assert len(direct) >= 3 and not any(direct.values()), direct

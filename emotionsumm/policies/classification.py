@@ -22,8 +22,7 @@ from ..metrics.classification import (
     confusion_matrix,
     regression_metrics,
 )
-from ..runs.layout import confusion_file
-from . import ModelHooks
+from . import ModelHooks, confusion_file
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,6 @@ MULTIRUN_FILE = "multirun.yaml"
 OPTUNA_RESULTS_FILE = "optimization_results.yaml"  # the Optuna sweeper's best params and value
 
 
-def confusion_file(split: str) -> str:
-    """The confusion matrix image a classification run writes for `split` (val, test)."""
-    return f"confusion_{split}.png"
-
-
 # ---- job dir names -------------------------------------------------------------------------------------------
 def override_hash(overrides: Sequence[str]) -> str:
     """8 hex digits identifying a job by its overrides (order-insensitive)."""
