@@ -83,11 +83,11 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, f
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from .runs.sweep import in_multirun, objective, run_sweep_job
+    from .runs.sweep import in_multirun, run_sweep_job, sweeper_result
 
     if in_multirun():  # skip if finished, resume if started, record a failure and carry on
         return run_sweep_job(cfg, train)
-    return objective(cfg, train(cfg))
+    return sweeper_result(cfg, train(cfg))
 
 
 def _prepare_distributed() -> None:

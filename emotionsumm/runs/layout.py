@@ -62,7 +62,7 @@ def objective_key(monitor: str, metrics: Mapping[str, Any]) -> str | None:
     return next((key for key in (f"best/{monitor}", monitor) if key in metrics), None)
 
 
-def objective(monitor: str, metrics: Mapping[str, Any]) -> float | None:
+def objective_value(monitor: str, metrics: Mapping[str, Any]) -> float | None:
     """The value of `objective_key`; None (a failed trial for the Optuna sweeper) if there is none."""
     key = objective_key(monitor, metrics)
     return None if key is None or metrics[key] is None else float(metrics[key])

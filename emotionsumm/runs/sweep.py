@@ -53,9 +53,9 @@ def current_sweep_dir() -> Path | None:
     return Path(str(HydraConfig.get().sweep.dir)) if in_multirun() else None
 
 
-def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """What a job returns to the sweeper: `layout.objective` of its `trainer.monitor`."""
-    return layout.objective(cfg.trainer.monitor, metrics)
+def sweeper_result(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """What a job returns to the sweeper: `layout.objective_value` of its `trainer.monitor`."""
+    return layout.objective_value(cfg.trainer.monitor, metrics)
 
 
 def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) -> float | None:
@@ -67,7 +67,7 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
     done = run_dir / METRICS_FILE
     if done.is_file():
         log.info("skipping finished job %s (%s exists)", run_dir.name, done)
-        return objective(cfg, json.loads(done.read_text()))
+        return sweeper_result(cfg, json.loads(done.read_text()))
     from ..training import distributed as dist
 
     if env_world_size() > 1:  # one task per GPU started by SLURM (launcher=slurm)
@@ -81,7 +81,7 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
         if cfg.trainer.get("resume") is None:
             cfg.trainer.resume = "auto"
         try:
-            return objective(cfg, train(cfg))
+            return sweeper_result(cfg, train(cfg))
         except Exception:
             overrides = " ".join(HydraConfig.get().overrides.task)
             log.exception("job %s failed (overrides: %s); the sweep carries on", run_dir.name, overrides)

@@ -72,8 +72,9 @@ class Trainer:
             max_steps, max_epochs, limit_train_batches, limit_val_batches, limit_test_batches = n, 1, n, n, n
             val_every_n_steps, checkpoint_every_n_steps, accumulate_grad_batches = None, None, 1
         self.run_dir, self.fast_dev_run = Path(run_dir), bool(fast_dev_run)
-        self.max_epochs, self.max_steps, self.accumulate = max_epochs, max_steps, accumulate_grad_batches
-        self.clip, self.precision = gradient_clip_val, precision
+        self.max_epochs, self.max_steps = max_epochs, max_steps
+        self.accumulate_grad_batches, self.gradient_clip_val = accumulate_grad_batches, gradient_clip_val
+        self.precision = precision
         self.val_every_n_epochs, self.val_every_n_steps = val_every_n_epochs, val_every_n_steps
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.limits = {"train": limit_train_batches, "val": limit_val_batches, "test": limit_test_batches}
@@ -82,7 +83,7 @@ class Trainer:
         self.progress_bar, self.seed = progress_bar, seed
         self.validate_raw, self.compile, self.compile_backend = validate_raw, compile, compile_backend
         self.logger_factory, self.ema_factory = logger, ema
-        self.config = run_config or {}
+        self.run_config = run_config or {}
         self.device = device_for(accelerator)
         self.trust = trust  # what a checkpoint's config may build (resume, the best checkpoint): the command's
         self.stop = stop or StopRequest()  # SIGTERM/SIGINT/SIGUSR1: finish the optimizer step, save, exit 128 + signal
@@ -133,7 +134,7 @@ class Trainer:
         val = EvalLoader(data, val_set, self.seed, pin, self.limits["val"]) if val_set is not None and len(val_set) \
             else None
         self.batches_per_epoch = limit_batches(self.limits["train"], train.batches_per_epoch())
-        per_epoch = -(-self.batches_per_epoch // self.accumulate)  # optimizer steps (ceil)
+        per_epoch = -(-self.batches_per_epoch // self.accumulate_grad_batches)  # optimizer steps (ceil)
         total = self.max_steps if self.max_steps > 0 else self.max_epochs * per_epoch
         self.scheduler = scheduler(optimizer, total_steps=total) if scheduler is not None else None
         self.ema = self.ema_factory(self.policy) if self.ema_factory is not None else None
@@ -142,9 +143,9 @@ class Trainer:
             self._restore(*resumed)
         if dist.is_main() and self.logger_factory is not None:
             self.logger = open_logger(self.logger_factory, self.run_dir, self.state.step if resumed else None,
-                                      self.config)
+                                      self.run_config)
         log.info("training %d optimizer steps (%d batches/epoch, accumulate %d) on %s x%d", total,
-                 self.batches_per_epoch, self.accumulate, self.device, dist.world_size())
+                 self.batches_per_epoch, self.accumulate_grad_batches, self.device, dist.world_size())
         bar = progress(total, "train", self.progress_bar and dist.is_main(), initial=self.state.step)
         with self.stop:
             try:  # whatever fails (training, the final test, hparams), the loggers are closed (a run ends FAILED)
@@ -178,7 +179,8 @@ class Trainer:
             while state.batch_in_epoch < self.batches_per_epoch and self.stop_reason is None:
                 batch = to_device(next(batches), self.device)
                 state.batch_in_epoch += 1
-                is_step = state.batch_in_epoch % self.accumulate == 0 or state.batch_in_epoch == self.batches_per_epoch
+                is_step = (state.batch_in_epoch % self.accumulate_grad_batches == 0
+                           or state.batch_in_epoch == self.batches_per_epoch)
                 sync = self.model.no_sync() if isinstance(self.model, DistributedDataParallel) and not is_step \
                     else contextlib.nullcontext()
                 graphs = compiled_graphs() if self.compile else 0
@@ -186,7 +188,8 @@ class Trainer:
                     with self._autocast():
                         loss = self.model(batch)
                     self.checks.add(loss, (state.step + 1, state.epoch, state.batch_in_epoch))  # read on log steps
-                    self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
+                    accumulate = self.accumulate_grad_batches
+                    self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
                 meter.add(loss, len(next(iter(batch.values()))))
                 if self.compile and compiled_graphs() != graphs:
                     meter.restart_clock()  # the compile warm-up is no training throughput
@@ -242,10 +245,11 @@ class Trainer:
     def _optimizer_step(self) -> torch.Tensor | float | None:
         norm = None
         log_step = self.state.step % self.log_every_n_steps == self.log_every_n_steps - 1
-        if self.clip or (log_step and self.logger.logs_scalars):
+        if self.gradient_clip_val or (log_step and self.logger.logs_scalars):
             self.scaler.unscale_(self.optimizer)
-            if self.clip:
-                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip)  # read when logged
+            if self.gradient_clip_val:
+                # read when logged
+                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.gradient_clip_val)
             else:
                 norm = grad_norm(self.policy)
         self.scaler.step(self.optimizer)
@@ -268,7 +272,7 @@ class Trainer:
         if self.test_after_fit and data.dataset("test") is not None:
             self.checkpointer.load_best(self.policy, self.ema, self.trust)
             metrics.update(self.score_split(data, "test"))
-        self.logger.log_hparams({k: v for k, v in flatten(self.config).items() if not k.startswith("hydra")},
+        self.logger.log_hparams({k: v for k, v in flatten(self.run_config).items() if not k.startswith("hydra")},
                                 {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         self.logger.close()
         return metrics
@@ -331,8 +335,9 @@ class Trainer:
         run_state = self.state.state_dict(metrics)  # a collective: every rank's RNG state
         if not dist.is_main():
             return
-        payload = training_payload(run_state, self.config, self.data.state_dict(), policy=self.policy, ema=self.ema,
-                                   optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
+        payload = training_payload(run_state, self.run_config, self.data.state_dict(), policy=self.policy,
+                                   ema=self.ema, optimizer=self.optimizer, scheduler=self.scheduler,
+                                   scaler=self.scaler)
         self.checkpointer.write(payload, topk, dropped, last=last)
 
     def resume_checkpoint(self) -> tuple[dict[str, Any], Path] | None:
@@ -343,7 +348,7 @@ class Trainer:
         return self._resumed
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
-        ema_kept = restore_training(ckpt, path, self.config, policy=self.policy, ema=self.ema,
+        ema_kept = restore_training(ckpt, path, self.run_config, policy=self.policy, ema=self.ema,
                                     optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
         if self.ema is not None and not ema_kept:
             self.ema = self.ema_factory(self.policy)  # restarts from the loaded weights
