@@ -17,7 +17,8 @@ from emotionsumm.training.trainer import Trainer
 from .tiny_task import RecordingLogger, TinyPolicy, tiny_data
 
 PACKAGE = Path(emotionsumm.__file__).parent
-INDEX_LISTS = PACKAGE / "sampling.py"  # CPU index permutations of the data order, never on a device
+INDEX_LISTS = PACKAGE / "training" / "sampling.py"  # CPU index permutations of the data order, never on a device
+assert INDEX_LISTS.is_file(), INDEX_LISTS  # a moved module would silently count its reads
 READS = ("item", "__float__", "__int__", "__bool__", "__index__", "cpu", "tolist", "numpy")
 # 16 batches per epoch, 2 per optimizer step: epochs end at steps 8 and 16 (and save there)
 OPTIONS = {"max_steps": 20, "accumulate_grad_batches": 2, "gradient_clip_val": 1.0, "log_every_n_steps": 5,
