@@ -5,7 +5,7 @@ over seeds / folds grouped by the other swept overrides, the monitored metric ag
 hyperparameter and learning curves per job; when the jobs are GLUE tasks (`data=glue_<task>`), a GLUE
 table: each task's official metrics and the GLUE average. A run dir gets its metrics, learning curves, and the
 confusion matrices (classification) or a ROUGE table (summarization). Curves come from the
-TensorBoard event files in `<run>/tb`. Loading runs is `runs.py`'s job, drawing figures `plots.py`'s.
+TensorBoard event files in `<run>/tb`. Loading runs is `runs/layout.py`'s job, drawing figures `tracking/plots.py`'s.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: Dic
     """Rebuild data, model and policy from a self-describing checkpoint and load its weights.
 
     Only the stored `model`, `policy` and `data` are built, and the data's caches and demo files go under
-    `cache_dir` (this command's `paths.cache_dir`), never where the checkpoint says (`stored_config`).
+    `cache_dir` (this command's `paths.cache_dir`), never where the checkpoint says (`config.stored`).
     `weights=ema` uses the EMA weights when the checkpoint has them (else the raw ones, with a warning);
     `weights=raw` the trained weights.
     """

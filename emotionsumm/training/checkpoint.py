@@ -1,4 +1,4 @@
-"""Checkpoints: safe (`weights_only`) loads, and top-k + last bookkeeping (written through `io`)."""
+"""Checkpoints: safe (`weights_only`) loads, and top-k + last bookkeeping (written through `runs.atomic`)."""
 
 from __future__ import annotations
 
