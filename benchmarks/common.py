@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from emotionsumm.config import CONFIG_DIR, register_resolvers
+from emotionsumm.config.core import CONFIG_DIR, register_resolvers
 
 
 def compose_experiment(experiment: str, overrides: list[str]) -> DictConfig:

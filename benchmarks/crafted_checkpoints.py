@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
 
 TINY = [
     "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
@@ -73,8 +73,9 @@ def _stored_path(ckpt: dict, victim: Path) -> None:
 CASES: dict[str, Edit] = {
     "delete-absolute": _ranking(lambda v: str(v / "delete_me.txt")),
     "delete-relative": _ranking(lambda v: "../../../victim/delete_me.txt"),
-    "nested-csv-logger": _nested("model", "emotionsumm.loggers.CSVLogger", run_dir=lambda v: str(v / "run")),
-    "nested-mlflow-logger": _nested("data", "emotionsumm.mlflow_logger.MLflowLogger", run_dir=lambda v: str(v / "run"),
+    "nested-csv-logger": _nested("model", "emotionsumm.tracking.loggers.CSVLogger", run_dir=lambda v: str(v / "run")),
+    "nested-mlflow-logger": _nested("data", "emotionsumm.tracking.mlflow_logger.MLflowLogger",
+                                    run_dir=lambda v: str(v / "run"),
                                     tracking_uri=lambda v: f"sqlite:///{v / 'run' / 'mlflow.db'}"),
     "demo-dir": _demo_dir,
     "cache-dirs": _cache_dirs,

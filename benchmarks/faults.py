@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from crafted_checkpoints import run_cases
 
-from emotionsumm.checkpoint import CheckpointError, load_checkpoint, policy_weights
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
+from emotionsumm.training.checkpoint import CheckpointError, load_checkpoint, policy_weights
 
 STEPS = 120
 OVERRIDES = [

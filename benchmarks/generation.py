@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from emotionsumm.quantize import quantize
-from emotionsumm.rouge import rouge_scores
-from emotionsumm.runtime import load_for_inference
+from emotionsumm.config.builders import load_for_inference
+from emotionsumm.metrics.rouge import rouge_scores
+from emotionsumm.models.quantize import quantize
 
 DECODING = {"greedy": {"num_beams": 1}, "beam4": {"num_beams": 4}}
 

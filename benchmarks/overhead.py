@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from emotionsumm.data.text import TextClassificationData as Data
-from emotionsumm.ema import EMA
-from emotionsumm.loggers import TensorBoardLogger
 from emotionsumm.models.text import TextClassifier
-from emotionsumm.optim import param_groups
 from emotionsumm.policies.classification import ClassificationPolicy
-from emotionsumm.sampling import ShardedSampler
-from emotionsumm.schedulers import cosine_with_warmup
-from emotionsumm.trainer import Trainer
+from emotionsumm.tracking.loggers import TensorBoardLogger
+from emotionsumm.training.ema import EMA
+from emotionsumm.training.optim import param_groups
+from emotionsumm.training.sampling import ShardedSampler
+from emotionsumm.training.schedulers import cosine_with_warmup
+from emotionsumm.training.trainer import Trainer
 
 try:
     import lightning

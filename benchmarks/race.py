@@ -386,7 +386,7 @@ class TextRun:
         from torch import nn
         from transformers import AutoModel, AutoTokenizer
 
-        from emotionsumm.schedulers import cosine_with_warmup
+        from emotionsumm.training.schedulers import cosine_with_warmup
 
         self.cfg, self.steps = cfg, steps
         data = cfg.data
@@ -449,7 +449,7 @@ class TextRun:
     def test(self) -> dict[str, float]:
         import torch
 
-        from emotionsumm.metrics import classification_metrics
+        from emotionsumm.metrics.classification import classification_metrics
 
         classes = len(self.cfg.data.class_names)
         confusion = torch.zeros(classes, classes, dtype=torch.long)
@@ -473,9 +473,9 @@ class SummaryRun:
         import torch
         from hydra.utils import instantiate
 
-        from emotionsumm.optim import param_groups
-        from emotionsumm.runtime import build_policy
-        from emotionsumm.schedulers import cosine_with_warmup
+        from emotionsumm.config.builders import build_policy
+        from emotionsumm.training.optim import param_groups
+        from emotionsumm.training.schedulers import cosine_with_warmup
 
         self.cfg, self.steps = cfg, steps
         self.data = instantiate(cfg.data)
@@ -508,7 +508,7 @@ class SummaryRun:
     def test(self) -> dict[str, float]:
         import torch
 
-        from emotionsumm.rouge import rouge_scores
+        from emotionsumm.metrics.rouge import rouge_scores
 
         test, size = self.data.dataset("test"), self.cfg.data.eval_batch_size
         predictions, references = [], []

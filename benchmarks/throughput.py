@@ -33,9 +33,9 @@ import torch
 from common import compose_experiment, timed
 from hydra.utils import instantiate
 
-from emotionsumm.loaders import TrainLoader
-from emotionsumm.optim import param_groups
-from emotionsumm.runtime import build_policy
+from emotionsumm.config.builders import build_policy
+from emotionsumm.training.loaders import TrainLoader
+from emotionsumm.training.optim import param_groups
 
 PHASES = ("data", "forward", "backward", "optimizer")
 DEFAULT = ["emotion_text", "emotion_audio", "emotion_image", "emotion_fusion"]

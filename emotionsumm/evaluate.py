@@ -16,8 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import CONFIG_DIR, register_resolvers
-from .runs import METRICS_FILE
+from .config.core import CONFIG_DIR, register_resolvers
+from .runs.layout import METRICS_FILE
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -25,11 +25,11 @@ register_resolvers()
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
 
-    from .io import write_json
+    from .runs.atomic import write_json
 
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("baseline"):
-        from .baselines import evaluate_baseline
+        from .metrics.baselines import evaluate_baseline
 
         metrics = evaluate_baseline(cfg, run_dir)
     else:
@@ -41,10 +41,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def _evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    from .quantize import quantize
-    from .runtime import load_for_inference
-    from .target_allowlist import command_trust
-    from .trainer import Trainer
+    from .config.builders import load_for_inference
+    from .config.trust import command_trust
+    from .models.quantize import quantize
+    from .training.trainer import Trainer
 
     if not cfg.get("ckpt"):
         raise ValueError("ckpt is not set; set ckpt=<path to a checkpoint> "

@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from .target_allowlist import trust_error
+from .config.trust import trust_error
 
 PYPROJECT = """\
 [build-system]

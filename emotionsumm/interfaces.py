@@ -2,7 +2,7 @@
 
 The trainer talks to a `Data` object and a `Policy` and to nothing else: it never asks which task,
 modality or metric it is running. Entry points (`train`, `evaluate`, `predict`) build both from the
-config and also use `DataBuilder`/`Predictable` below. Every data class and policy of the package
+config and also use `DataBuilder`/`Predictable`/`FeatureManifestData` below. Every data class and policy of the package
 implements these without inheriting from them (a Protocol is checked by its shape).
 """
 
@@ -96,3 +96,14 @@ class Predictable(Protocol):
     """What `predict` prints for a batch: one line per example."""
 
     def predict_rows(self, batch: Batch) -> list[str]: ...
+
+
+@runtime_checkable
+class FeatureManifestData(Protocol):
+    """Data read from a manifest that can write it back with a column of exported embeddings: what
+    `predict export_embeddings=true embeddings_manifest=<file>` needs (the first stage of feature fusion)."""
+
+    def feature_manifest(self, source: str, names: Sequence[str], embeddings: Path, column: str,
+                         target: Path) -> str:
+        """JSONL text of a manifest at `target`: the rows of manifest `source` plus `column` referring to the
+        row's embedding in `embeddings` (`names`: the predicted rows in order)."""

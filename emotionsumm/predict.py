@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import CONFIG_DIR, register_resolvers
+from .config.core import CONFIG_DIR, register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -26,16 +26,16 @@ def predict(cfg: DictConfig) -> list[str]:
     import torch
     from torch.utils.data import DataLoader
 
-    from .data.multimodal import MultimodalData
-    from .io import atomic_open, atomic_write_text
-    from .quantize import quantize
-    from .runtime import load_for_inference
-    from .target_allowlist import command_trust
+    from .config.builders import load_for_inference
+    from .config.trust import command_trust
+    from .interfaces import FeatureManifestData
+    from .models.quantize import quantize
+    from .runs.atomic import atomic_open, atomic_write_text
 
     _, data, policy = load_for_inference(cfg.ckpt, cfg.weights, cache_dir=cfg.paths.cache_dir,
                                          trust=command_trust(cfg))
     manifest = cfg.get("embeddings_manifest") if cfg.export_embeddings else None
-    if manifest and not isinstance(data, MultimodalData):
+    if manifest and not isinstance(data, FeatureManifestData):
         raise ValueError(f"embeddings_manifest={manifest}: {type(data).__name__} reads no manifests; it needs a "
                          "checkpoint of manifest data (data=multimodal_*, features_*) and input=<manifest>")
     policy = quantize(policy, cfg.get("quantize"))

@@ -5,7 +5,7 @@ over seeds / folds grouped by the other swept overrides, the monitored metric ag
 hyperparameter and learning curves per job; when the jobs are GLUE tasks (`data=glue_<task>`), a GLUE
 table: each task's official metrics and the GLUE average. A run dir gets its metrics, learning curves, and the
 confusion matrices (classification) or a ROUGE table (summarization). Curves come from the
-TensorBoard event files in `<run>/tb`. Loading runs is `runs.py`'s job, drawing figures `plots.py`'s.
+TensorBoard event files in `<run>/tb`. Loading runs is `runs/layout.py`'s job, drawing figures `tracking/plots.py`'s.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .plots import plot_curves, plot_metric_vs
-from .runs import (
+from .policies import confusion_file
+from .runs.layout import (
     CONFIG_FILE,
     ERROR_FILE,
     METRICS_FILE,
@@ -29,7 +29,6 @@ from .runs import (
     OPTUNA_RESULTS_FILE,
     TB_DIR,
     Job,
-    confusion_file,
     is_run_dir,
     load_job,
     load_jobs,
@@ -37,6 +36,7 @@ from .runs import (
     read_yaml,
     swept_keys,
 )
+from .tracking.plots import plot_curves, plot_metric_vs
 
 # overrides that replicate a configuration rather than change it: averaged over in the group table
 REPLICATE_KEYS = ("seed", "data.fold")

@@ -7,7 +7,7 @@ prints the composed config instantly.
 from __future__ import annotations
 
 if __name__ == "__main__":  # a stop signal during the imports below says so instead of a bare signal code
-    from .interrupt import install_early_stop
+    from .training.stop import install_early_stop
 
     install_early_stop(importing=True)
 
@@ -21,7 +21,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import (
+from .config.core import (
     CONFIG_DIR,
     PROJECT_ROOT,
     RUN_STAMP_ENV,
@@ -31,8 +31,8 @@ from .config import (
     run_stamp,
     validate_config,
 )
-from .runguard import clear_previous
-from .runlock import run_dir_lock
+from .runs.guard import clear_previous
+from .runs.lock import run_dir_lock
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -41,9 +41,9 @@ register_resolvers()
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured experiment; returns the final metrics (also in metrics.json)."""
     validate_config(cfg)
-    from . import distributed as dist
-    from .interrupt import StoppedEarly, StopRequest, disarm_early_stop, signal_name
-    from .target_allowlist import command_trust
+    from .config.trust import command_trust
+    from .training import distributed as dist
+    from .training.stop import StoppedEarly, StopRequest, disarm_early_stop, signal_name
 
     trust = command_trust(cfg)  # before anything runs: a bad `trust=` entry fails here
 
@@ -93,14 +93,14 @@ def _written(run_dir: Path, before: dict[Path, tuple[int, int]]) -> str:
 def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, float]:
     from hydra.utils import instantiate
 
-    from . import distributed as dist
-    from .io import write_json
-    from .loggers import logger_factory
-    from .optim import param_groups
-    from .provenance import provenance
-    from .runtime import build_data, build_policy, instantiate_enabled
-    from .seed import seed_everything
-    from .sweep import current_sweep_dir
+    from .config.builders import build_data, build_policy, instantiate_enabled
+    from .runs.atomic import write_json
+    from .runs.provenance import provenance
+    from .runs.sweep import current_sweep_dir
+    from .tracking.loggers import logger_factory
+    from .training import distributed as dist
+    from .training.optim import param_groups
+    from .training.seed import seed_everything
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -128,16 +128,16 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, f
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from .sweep import in_multirun, objective, run_sweep_job
+    from .runs.sweep import in_multirun, run_sweep_job, sweeper_result
 
     if in_multirun():  # skip if finished, resume if started, record a failure and carry on
         return run_sweep_job(cfg, train)
-    return objective(cfg, train(cfg))
+    return sweeper_result(cfg, train(cfg))
 
 
 def _prepare_distributed() -> None:
     """Under torchrun, rank 0 picks the run dir stamp and the others receive it (one run dir)."""
-    from . import distributed as dist
+    from .training import distributed as dist
 
     if not dist.init_from_env():
         return
@@ -148,7 +148,7 @@ def _prepare_distributed() -> None:
 
 
 def main() -> None:
-    from .interrupt import StoppedEarly, install_early_stop, signal_name
+    from .training.stop import StoppedEarly, install_early_stop, signal_name
 
     install_early_stop()
     launched_by_torchrun = env_world_size() > 1
@@ -162,7 +162,7 @@ def main() -> None:
         raise
     finally:
         if launched_by_torchrun:
-            from .distributed import cleanup
+            from .training.distributed import cleanup
 
             cleanup()
 

@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+from emotionsumm.config.core import CONFIG_DIR, PROJECT_ROOT, register_resolvers
 
 SHARED = Path(os.environ.get("EMOTIONSUMM_SHARED", PROJECT_ROOT.parent / "shared"))
 # A model and data small enough for a CPU test: a training step takes a few milliseconds.

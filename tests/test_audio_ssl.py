@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from emotionsumm.config import CONFIG_DIR
+from emotionsumm.config.core import CONFIG_DIR
 from emotionsumm.data.audio import AudioClassificationData
 from emotionsumm.data.audio_features import AudioPipeline, FeatureCache, WaveformPipeline
 from emotionsumm.models.audio_ssl import SpeechSSLClassifier
@@ -234,8 +234,8 @@ def test_bad_settings_name_their_key(w2v, tmp_path):
 
 
 def test_param_parts_and_the_encoder_lr(w2v):
-    from emotionsumm.optim import param_groups
     from emotionsumm.policies.classification import ClassificationPolicy
+    from emotionsumm.training.optim import param_groups
 
     policy = ClassificationPolicy(model(w2v, lr=5e-5, pooling="attention"), class_names=["a", "b", "c"])
     optimizer = torch.optim.AdamW(param_groups(policy, 0.01), lr=1e-3)
@@ -258,7 +258,7 @@ def test_model_audio_ssl_alone_selects_the_waveform_pipeline(w2v, tmp_path):
 
 
 def test_fusion_with_the_ssl_audio_encoder_runs_on_the_multimodal_demo(w2v, tmp_path):
-    from emotionsumm.runtime import build_data, build_policy
+    from emotionsumm.config.builders import build_data, build_policy
 
     cfg = make_cfg(tmp_path / "run", [
         "experiment=emotion_fusion", "model@model.encoders.audio=audio_ssl", f"model.encoders.audio.pretrained={w2v}",

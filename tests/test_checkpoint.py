@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from emotionsumm.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, load_checkpoint
-from emotionsumm.io import TMP_PREFIX, atomic_save
-from emotionsumm.seed import rng_state, set_rng_state
+from emotionsumm.runs.atomic import TMP_PREFIX, atomic_save
+from emotionsumm.training.checkpoint import FORMAT_VERSION, Checkpointer, CheckpointError, load_checkpoint
+from emotionsumm.training.seed import rng_state, set_rng_state
 
 
 def _payload(step: int) -> dict:
@@ -45,9 +45,9 @@ def test_sigkill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "last.ckpt"
     script = f"""
 import os, signal, torch
-from emotionsumm import io as checkpoint
+from emotionsumm.runs import atomic
 meta = {{"epoch": 0, "config": {{}}, "version": 2}}
-checkpoint.atomic_save({{"policy": {{"w": torch.ones(3)}}, "step": 1, **meta}}, {str(path)!r})
+atomic.atomic_save({{"policy": {{"w": torch.ones(3)}}, "step": 1, **meta}}, {str(path)!r})
 real_save = torch.save
 def dying_save(obj, fh):
     real_save(obj, fh)
@@ -55,7 +55,7 @@ def dying_save(obj, fh):
     fh.truncate(fh.tell() // 2)
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = dying_save
-checkpoint.atomic_save({{"policy": {{"w": torch.zeros(100000)}}, "step": 2, **meta}}, {str(path)!r})
+atomic.atomic_save({{"policy": {{"w": torch.zeros(100000)}}, "step": 2, **meta}}, {str(path)!r})
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr

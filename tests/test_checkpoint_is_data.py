@@ -14,8 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from emotionsumm.checkpoint import Checkpointer, CheckpointError
-from emotionsumm.stored_config import StoredConfigError, check_roles, inference_config
+from emotionsumm.config.stored import StoredConfigError, check_roles, inference_config
+from emotionsumm.training.checkpoint import Checkpointer, CheckpointError
 
 from .conftest import make_cfg, run_train
 
@@ -83,8 +83,8 @@ def _stored(ckpt: Path) -> dict:
 
 
 @pytest.mark.parametrize(("node", "target"), [
-    ("model", "emotionsumm.loggers.CSVLogger"), ("data", "emotionsumm.loggers.CSVLogger"),
-    ("policy", "emotionsumm.mlflow_logger.MLflowLogger"), ("data", "emotionsumm.models.text.TextClassifier"),
+    ("model", "emotionsumm.tracking.loggers.CSVLogger"), ("data", "emotionsumm.tracking.loggers.CSVLogger"),
+    ("policy", "emotionsumm.tracking.mlflow_logger.MLflowLogger"), ("data", "emotionsumm.models.text.TextClassifier"),
 ])
 def test_a_nested_object_with_side_effects_is_never_built(ckpt, tmp_path, node, target):
     stored = _stored(ckpt)
@@ -95,7 +95,7 @@ def test_a_nested_object_with_side_effects_is_never_built(ckpt, tmp_path, node, 
 
 
 @pytest.mark.parametrize(("node", "target", "kind"), [
-    ("model", "emotionsumm.loggers.CSVLogger", "torch.nn.Module"),
+    ("model", "emotionsumm.tracking.loggers.CSVLogger", "torch.nn.Module"),
     ("policy", "emotionsumm.data.text.TextClassificationData", "torch.nn.Module"),
     ("data", "emotionsumm.models.text.TextClassifier", "not a data class"),
 ])
@@ -130,13 +130,13 @@ def test_write_paths_go_under_the_commands_cache_and_only_model_policy_data_are_
 
     stored["data"]["demo"] = False
     stored["data"]["files"]["test"] = "/some/where/test.jsonl"
-    with caplog.at_level(logging.INFO, logger="emotionsumm.stored_config"):
+    with caplog.at_level(logging.INFO, logger="emotionsumm.config.stored"):
         cfg = inference_config(stored, tmp_path / "cache")
     assert cfg.data.files.test == "/some/where/test.jsonl"  # read, never written
     assert "reading data.files.test=/some/where/test.jsonl as the checkpoint's config names it (read-only" \
         in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="emotionsumm.stored_config"):
+    with caplog.at_level(logging.INFO, logger="emotionsumm.config.stored"):
         cfg = inference_config(stored, tmp_path / "cache", OmegaConf.create({"files": {"test": "mine.jsonl"}}))
     assert cfg.data.files.test == "mine.jsonl" and "data.files" not in caplog.text
 

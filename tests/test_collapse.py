@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from emotionsumm.loggers import NullLogger
-from emotionsumm.metrics import classification_metrics, collapse_warning
+from emotionsumm.metrics.classification import classification_metrics, collapse_warning
 from emotionsumm.policies.classification import ClassificationPolicy
+from emotionsumm.tracking.loggers import NullLogger
 
 from .conftest import run_train
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from .tiny_task import fit_tiny, tiny_data
 
@@ -23,7 +23,7 @@ def eager_compile(monkeypatch):
     """torch.compile with a backend that counts its compilations and costs COMPILE_SECONDS of (fake) clock."""
     clock = {"offset": 0.0, "compiles": 0}
     real_counter = time.perf_counter
-    monkeypatch.setattr("emotionsumm.meter.time.perf_counter", lambda: real_counter() + clock["offset"])
+    monkeypatch.setattr("emotionsumm.training.step_checks.time.perf_counter", lambda: real_counter() + clock["offset"])
 
     def slow_eager(graph, example_inputs):
         clock["offset"] += COMPILE_SECONDS

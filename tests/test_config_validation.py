@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from emotionsumm.config import CONFIG_DIR, validate_config
+from emotionsumm.config.core import CONFIG_DIR, validate_config
 
 from .conftest import cli, make_cfg
 
@@ -77,7 +77,7 @@ def test_shipped_configs_pass_validation(overrides):
 def test_param_groups_rejects_a_nonpositive_part_lr():
     from torch import nn
 
-    from emotionsumm.optim import param_groups
+    from emotionsumm.training.optim import param_groups
 
     class Policy(nn.Module):
         def __init__(self) -> None:
@@ -96,7 +96,7 @@ def test_param_groups_rejects_a_nonpositive_part_lr():
 def test_readme_group_lr_reaches_the_optimizer():
     """`'group_lr={encoder: 3e-5, head: 1e-3}'` (README) names parts of the default model, and those lrs
     are what the optimizer gets for the encoder's and the head's parameters."""
-    from emotionsumm.optim import param_groups
+    from emotionsumm.training.optim import param_groups
 
     cfg = make_cfg(RUN, ["group_lr={encoder: 3e-5, head: 1e-3}", "scheduler=constant"])
     validate_config(cfg)
@@ -219,7 +219,7 @@ def test_every_range_key_is_a_key_of_a_shipped_config():
 
     from omegaconf import DictConfig
 
-    from emotionsumm.ranges import RANGES
+    from emotionsumm.config.ranges import RANGES
 
     def keys(node: DictConfig, path: str = ""):
         for key, child in node.items_ex(resolve=False):

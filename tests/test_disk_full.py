@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from emotionsumm import io
-from emotionsumm.io import TMP_PREFIX, DiskFullError, atomic_save
+from emotionsumm.runs.atomic import TMP_PREFIX, DiskFullError, atomic_save
 
 OLD = {"step": 1, "w": torch.arange(10.0)}
 BIG = {"step": 2, "w": torch.zeros(500_000)}  # 2 MB

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from emotionsumm.ema import EMA
+from emotionsumm.training.ema import EMA
 
 
 class Net(nn.Module):

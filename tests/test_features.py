@@ -17,7 +17,7 @@ from emotionsumm.data.features import FeatureReadError, rebase
 from emotionsumm.data.multimodal import MultimodalData
 from emotionsumm.models.features import FeatureMLP, SequenceEncoder
 from emotionsumm.models.fusion import FusionClassifier
-from emotionsumm.optim import param_groups
+from emotionsumm.training.optim import param_groups
 
 from .conftest import make_cfg
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from emotionsumm.optim import param_groups
+from emotionsumm.training.optim import param_groups
 
 from .conftest import SHARED, make_cfg
 

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from emotionsumm.data.glue import GlueData
-from emotionsumm.metrics import average_ranks, matthews_corrcoef, pearson, positive_f1, spearman
+from emotionsumm.metrics.classification import average_ranks, matthews_corrcoef, pearson, positive_f1, spearman
 from emotionsumm.policies.classification import ClassificationPolicy
 from emotionsumm.report import write_report
 
@@ -332,7 +332,7 @@ TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 
 
 def test_make_glue_runs_every_task_config_and_experiment_glue_monitors_the_task_score(tmp_path):
-    from emotionsumm.config import PROJECT_ROOT, validate_config
+    from emotionsumm.config.core import PROJECT_ROOT, validate_config
 
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     listed = re.search(r"^GLUE_TASKS \?= (\S+)$", makefile, re.M).group(1).split(",")

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 import emotionsumm
-from emotionsumm.checkpoint import load_checkpoint
-from emotionsumm.ema import EMA
-from emotionsumm.trainer import Trainer
+from emotionsumm.training.checkpoint import load_checkpoint
+from emotionsumm.training.ema import EMA
+from emotionsumm.training.trainer import Trainer
 
 from .tiny_task import RecordingLogger, TinyPolicy, tiny_data
 
 PACKAGE = Path(emotionsumm.__file__).parent
-INDEX_LISTS = PACKAGE / "sampling.py"  # CPU index permutations of the data order, never on a device
+INDEX_LISTS = PACKAGE / "training" / "sampling.py"  # CPU index permutations of the data order, never on a device
+assert INDEX_LISTS.is_file(), INDEX_LISTS  # a moved module would silently count its reads
 READS = ("item", "__float__", "__int__", "__bool__", "__index__", "cpu", "tolist", "numpy")
 # 16 batches per epoch, 2 per optimizer step: epochs end at steps 8 and 16 (and save there)
 OPTIONS = {"max_steps": 20, "accumulate_grad_batches": 2, "gradient_clip_val": 1.0, "log_every_n_steps": 5,
@@ -101,7 +102,7 @@ def test_a_non_finite_loss_between_checks_stops_naming_its_step_and_no_checkpoin
 
 
 def test_under_ddp_steps_that_do_not_wait_get_the_previous_steps_agreement(tmp_path):
-    from emotionsumm.interrupt import StopRequest
+    from emotionsumm.training.stop import StopRequest
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

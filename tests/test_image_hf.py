@@ -13,10 +13,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from emotionsumm.config import validate_config
+from emotionsumm.config.core import validate_config
 from emotionsumm.data.image_processor import processor_input
 from emotionsumm.models.image import HFImageClassifier
-from emotionsumm.optim import param_groups
+from emotionsumm.training.optim import param_groups
 
 from .conftest import make_cfg
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint
-from emotionsumm.loaders import EvalLoader, TrainLoader, worker_options
+from emotionsumm.training.checkpoint import load_checkpoint
+from emotionsumm.training.loaders import EvalLoader, TrainLoader, worker_options
 
 from .tiny_task import fit_tiny, tiny_data
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from emotionsumm.interrupt import Interrupted
-from emotionsumm.loggers import CSVLogger, MultiLogger, TensorBoardLogger, histogram, logger_factory
+from emotionsumm.tracking.loggers import CSVLogger, MultiLogger, TensorBoardLogger, histogram, logger_factory
+from emotionsumm.training.stop import Interrupted
 
 from .conftest import make_cfg
 
@@ -65,7 +65,7 @@ def test_factory_builds_each_chosen_logger_with_the_run_values_it_names(tmp_path
 
 
 def test_factory_refuses_the_old_single_node_layout_saying_how_to_move_keys():
-    old = OmegaConf.create({"_target_": "emotionsumm.loggers.TensorBoardLogger", "histogram_every_n_steps": 2})
+    old = OmegaConf.create({"_target_": "emotionsumm.tracking.loggers.TensorBoardLogger", "histogram_every_n_steps": 2})
     with pytest.raises(ValueError, match=r"logger.tensorboard.histogram_every_n_steps"):
         logger_factory(old)
 
@@ -174,7 +174,7 @@ def store(tmp_path, fresh_db):
 
 
 def make_mlflow(run_dir, uri, **kwargs):
-    from emotionsumm.mlflow_logger import MLflowLogger
+    from emotionsumm.tracking.mlflow_logger import MLflowLogger
 
     run_dir.mkdir(parents=True, exist_ok=True)
     return MLflowLogger(run_dir, uri, experiment_name=kwargs.pop("experiment_name", "unit"), **kwargs)
@@ -280,7 +280,7 @@ def test_mlflow_resume_continues_the_same_run_without_repeating_a_step(tmp_path,
 
 
 def test_mlflow_sweep_jobs_are_child_runs_of_one_parent_in_the_sweeps_experiment(tmp_path, store):
-    from emotionsumm.mlflow_logger import end_sweep_run
+    from emotionsumm.tracking.mlflow_logger import end_sweep_run
 
     uri, client = store
     sweep = tmp_path / "sweep"
@@ -300,7 +300,7 @@ def test_mlflow_sweep_jobs_are_child_runs_of_one_parent_in_the_sweeps_experiment
 
 
 def test_mlflow_missing_says_how_to_install_it(monkeypatch):
-    from emotionsumm.mlflow_logger import import_mlflow
+    from emotionsumm.tracking.mlflow_logger import import_mlflow
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # what an environment without MLflow gives
     with pytest.raises(ImportError, match=r"pip install -e '\.\[mlflow\]'"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotionsumm.metrics import classification_metrics, confusion_matrix
+from emotionsumm.metrics.classification import classification_metrics, confusion_matrix
 
 
 def test_classification_metrics_from_confusion_matrix():

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from emotionsumm.optim import param_groups
-from emotionsumm.schedulers import constant_with_warmup, cosine_with_warmup, step_decay
+from emotionsumm.training.optim import param_groups
+from emotionsumm.training.schedulers import constant_with_warmup, cosine_with_warmup, step_decay
 
 
 def _lrs(factory, total, **kwargs):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomllib
 
-from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT
+from emotionsumm.config.core import CONFIG_DIR, PROJECT_ROOT
 
 from .conftest import make_cfg
 

@@ -30,9 +30,11 @@ def fake_run(run_dir: Path, val_steps: tuple[int, ...] = (10, 20), log_steps: tu
     run_dir.mkdir()
     (run_dir / "train.log").write_text(
         f"[{stamp(0)}][__main__][INFO] - run dir: {run_dir}\nconfig\n├── seed\n"
-        f"[{stamp(5)}][emotionsumm.trainer][INFO] - training 20 optimizer steps (500 batches/epoch, accumulate 1)\n"
-        f"[{stamp(30)}][emotionsumm.trainer][INFO] - step 10: val/acc=0.5\n"
-        f"[{stamp(65)}][emotionsumm.trainer][INFO] - training stopped at step 20 (epoch 0): reached max_steps\n")
+        f"[{stamp(5)}][emotionsumm.training.trainer][INFO] - training 20 optimizer steps "
+        "(500 batches/epoch, accumulate 1)\n"
+        f"[{stamp(30)}][emotionsumm.training.trainer][INFO] - step 10: val/acc=0.5\n"
+        f"[{stamp(65)}][emotionsumm.training.trainer][INFO] - training stopped at step 20 (epoch 0): "
+        "reached max_steps\n")
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir / "tb"))

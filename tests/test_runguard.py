@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from emotionsumm.runguard import RunDirHasResults, check_run_dir, clear_previous
-from emotionsumm.runlock import acquire, holder, release
+from emotionsumm.runs.guard import RunDirHasResults, check_run_dir, clear_previous
+from emotionsumm.runs.lock import acquire, holder, release
 
 
 def finished(run_dir, metrics: bool = True):

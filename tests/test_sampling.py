@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emotionsumm.sampling import ShardedSampler
+from emotionsumm.training.sampling import ShardedSampler
 
 
 def test_sampler_shards_reshuffles_and_resumes_mid_epoch():

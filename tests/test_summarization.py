@@ -15,11 +15,11 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from emotionsumm.baselines import baseline, lead_k
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
 from emotionsumm.data import tokenizers as toks
 from emotionsumm.data.dialogue import LABEL_PAD, DialogueSummaryData, length_buckets
-from emotionsumm.rouge import pair_scores, rouge_scores, split_sentences
+from emotionsumm.metrics.baselines import baseline, lead_k
+from emotionsumm.metrics.rouge import pair_scores, rouge_scores, split_sentences
 
 from .conftest import make_cfg, needs_shared
 
@@ -299,8 +299,8 @@ def test_training_loss_projects_only_labelled_positions_and_equals_hugging_face_
 
 def test_freezing_embeddings_and_first_encoder_layers_until_an_epoch(tmp_path):
     from emotionsumm.models.seq2seq import BartSummarizer
-    from emotionsumm.optim import param_groups
     from emotionsumm.policies.seq2seq import Seq2SeqPolicy
+    from emotionsumm.training.optim import param_groups
 
     data = make_data(tmp_path, ROWS)
     data.setup(None, ("train",))
@@ -321,7 +321,7 @@ def test_freezing_embeddings_and_first_encoder_layers_until_an_epoch(tmp_path):
 
 
 def test_quantised_model_loads_and_generates(tmp_path):
-    from emotionsumm.quantize import quantize
+    from emotionsumm.models.quantize import quantize
 
     data = make_data(tmp_path, ROWS, bucket_by_length=False)
     data.setup(None, ("train",))

@@ -12,11 +12,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from emotionsumm import checkpoint, stored_config
-from emotionsumm.checkpoint import Checkpointer, CheckpointError
-from emotionsumm.config import CONFIG_DIR
-from emotionsumm.io import TMP_PREFIX, DiskFullError, atomic_write_text
-from emotionsumm.target_allowlist import SHIPPED, Trust, UntrustedConfigError, check_config, conf_targets, refusal
+from emotionsumm.config import stored
+from emotionsumm.config.core import CONFIG_DIR
+from emotionsumm.config.trust import SHIPPED, Trust, UntrustedConfigError, check_config, conf_targets, refusal
+from emotionsumm.runs.atomic import TMP_PREFIX, DiskFullError, atomic_write_text
+from emotionsumm.training import checkpoint
+from emotionsumm.training.checkpoint import Checkpointer, CheckpointError
 
 from .conftest import cli, make_cfg, run_train
 
@@ -80,12 +81,12 @@ PAYLOADS: list[tuple[str, str, Callable[[Scene], object], str, object, bool]] = 
      "model._target_", "evil_on_import.func", True),
     ("emotionsumm-lookalike", "data.reader", lambda s: {"_target_": "emotionsumm_lookalike.func"},
      "data.reader._target_", "emotionsumm_lookalike.func", True),
-    ("emotionsumm-reexport", "data.cleanup", lambda s: {"_target_": "emotionsumm.checkpoint.os.remove",
+    ("emotionsumm-reexport", "data.cleanup", lambda s: {"_target_": "emotionsumm.training.checkpoint.os.remove",
                                                         "_args_": [str(s.victim)]},
-     "data.cleanup._target_", "emotionsumm.checkpoint.os.remove", False),
-    ("emotionsumm-file-writer", "model.notes", lambda s: {"_target_": "emotionsumm.io.atomic_write_text",
+     "data.cleanup._target_", "emotionsumm.training.checkpoint.os.remove", False),
+    ("emotionsumm-file-writer", "model.notes", lambda s: {"_target_": "emotionsumm.runs.atomic.atomic_write_text",
                                                           "text": "pwned", "path": str(s.victim)},
-     "model.notes._target_", "emotionsumm.io.atomic_write_text", True),
+     "model.notes._target_", "emotionsumm.runs.atomic.atomic_write_text", True),
     ("non-string-target", "model._target_", lambda s: ["builtins.open"], "model._target_", ["builtins.open"], False),
 ]
 
@@ -122,12 +123,12 @@ def test_evaluate_refuses_a_checkpoint_naming_code(ckpt, tmp_path, monkeypatch, 
 @pytest.mark.slow
 def test_without_the_check_the_payloads_would_run(ckpt, tmp_path, monkeypatch, where, make, key, target, live):
     """Control: each position above is one evaluate really builds, so the refusals are what save the files."""
-    from emotionsumm.runtime import load_for_inference
+    from emotionsumm.config.builders import load_for_inference
 
     scene = Scene(tmp_path, monkeypatch)
     bad = _tampered(ckpt, tmp_path, where, make(scene))
     monkeypatch.setattr(checkpoint, "check_config", lambda config, **_: None)
-    monkeypatch.setattr(stored_config, "check_roles", lambda config: None)  # the second layer: what may be nested
+    monkeypatch.setattr(stored, "check_roles", lambda config: None)  # the second layer: what may be nested
     with pytest.raises(Exception):  # noqa: B017 - the payload runs, then the real class rejects its kwarg
         load_for_inference(str(bad))
     assert not scene.untouched()
@@ -172,24 +173,26 @@ def test_the_untouched_checkpoint_still_evaluates(ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("target", [
-    "emotionsumm.runtime.instantiate", "emotionsumm.checkpoint.os", "emotionsumm.trainer.Trainer.__init__",
-    "emotionsumm.runtime.write_json", "emotionsumm", "emotionsumm.nope.Thing", "emotionsumm.models.text.nn.Linear",
+    "emotionsumm.config.builders.instantiate", "emotionsumm.training.checkpoint.os",
+    "emotionsumm.training.trainer.Trainer.__init__", "emotionsumm.config.builders.write_json", "emotionsumm",
+    "emotionsumm.nope.Thing", "emotionsumm.models.text.nn.Linear",
     "torch.load", "", 3, None,
 ])
 def test_refused_targets(target):
     assert refusal(target) is not None
 
 
-@pytest.mark.parametrize("target", ["emotionsumm.checkpoint.Checkpointer", "emotionsumm.models.text.TextClassifier",
-                                    "torch.optim.AdamW", "emotionsumm.schedulers.cosine_with_warmup"])
+@pytest.mark.parametrize("target", ["emotionsumm.training.checkpoint.Checkpointer",
+                                    "emotionsumm.models.text.TextClassifier", "torch.optim.AdamW",
+                                    "emotionsumm.training.schedulers.cosine_with_warmup"])
 def test_allowed_targets(target):
     assert refusal(target) is None
 
 
 def test_every_emotionsumm_target_conf_names_is_an_emotionsumm_class_or_function():
-    from emotionsumm.target_allowlist import _defined_object
+    from emotionsumm.config.trust import _defined_object
 
-    assert {"torch.optim.AdamW", "emotionsumm.models.text.TextClassifier", "emotionsumm.sweep.SweepCallback"} \
+    assert {"torch.optim.AdamW", "emotionsumm.models.text.TextClassifier", "emotionsumm.runs.sweep.SweepCallback"} \
         <= conf_targets()
     for target in sorted(t for t in conf_targets() if t.startswith("emotionsumm.")):
         obj = _defined_object(target, "emotionsumm")
@@ -199,12 +202,13 @@ def test_every_emotionsumm_target_conf_names_is_an_emotionsumm_class_or_function
 def test_conf_scan_keeps_hydra_settings_to_emotionsumm_targets(tmp_path):
     (tmp_path / "hydra").mkdir()
     (tmp_path / "hydra/default.yaml").write_text(
-        "callbacks:\n  x: {_target_: hydra_plugins.x.Callback}\n  y: {_target_: emotionsumm.sweep.SweepCallback}\n")
+        "callbacks:\n  x: {_target_: hydra_plugins.x.Callback}\n"
+        "  y: {_target_: emotionsumm.runs.sweep.SweepCallback}\n")
     (tmp_path / "launcher").mkdir()
     (tmp_path / "launcher/a.yaml").write_text("hydra:\n  launcher: {_target_: hydra_plugins.l.Launcher}\n")
     (tmp_path / "optimizer").mkdir()
     (tmp_path / "optimizer/b.yaml").write_text("_target_: torch.optim.SGD\nextra: [{_target_: pkg.mod.Thing}]\n")
-    assert conf_targets(str(tmp_path)) == {"emotionsumm.sweep.SweepCallback", "torch.optim.SGD", "pkg.mod.Thing"}
+    assert conf_targets(str(tmp_path)) == {"emotionsumm.runs.sweep.SweepCallback", "torch.optim.SGD", "pkg.mod.Thing"}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -323,7 +327,8 @@ def test_a_trusted_package_allows_what_it_defines_on_dotted_boundaries(lab):
 
 
 @pytest.mark.parametrize("package", ["builtins", "os", "subprocess", "shutil", "sys", "importlib", "pickle", "hydra",
-                                     "omegaconf", "emotionsumm", "emotionsumm.io", "torch", "os.path", "transformers",
+                                     "omegaconf", "emotionsumm", "emotionsumm.runs.atomic", "torch", "os.path",
+                                     "transformers",
                                      "", "my-lab", "mylab.__init__", 3])
 def test_trust_refuses_the_standard_library_and_the_frameworks(package):
     with pytest.raises(ValueError, match="trust"):
@@ -340,7 +345,7 @@ def test_config_dirs_of_the_command_are_trusted_file_and_pkg(lab):
 
 
 def test_command_trust_comes_from_the_composed_config_never_the_checkpoint(lab, tmp_path):
-    from emotionsumm.target_allowlist import command_trust
+    from emotionsumm.config.trust import command_trust
 
     conf = lab / "mylab" / "conf"
     cfg = make_cfg(tmp_path / "e", [f"hydra.searchpath=[file://{conf}]", "trust=[mylab]", "ckpt=x"],

@@ -11,11 +11,11 @@ import contextlib
 import pytest
 import torch
 
+from emotionsumm.config.builders import build_data, build_policy
 from emotionsumm.data.dialogue import SummaryDataset
 from emotionsumm.data.text import TextDataset
-from emotionsumm.evaluation import evaluation_state
-from emotionsumm.loaders import EvalLoader
-from emotionsumm.runtime import build_data, build_policy
+from emotionsumm.training.loaders import EvalLoader
+from emotionsumm.training.scoring import evaluation_state
 
 from .conftest import TINY, make_cfg
 from .test_summarization import TINY_BART

@@ -8,8 +8,8 @@ import contextlib
 import pytest
 import torch
 
-from emotionsumm.evaluation import evaluation_state
-from emotionsumm.loaders import EvalLoader
+from emotionsumm.training.loaders import EvalLoader
+from emotionsumm.training.scoring import evaluation_state
 
 from .tiny_task import TinyPolicy, fit_tiny, tiny_data
 
@@ -46,7 +46,7 @@ def test_early_stopping_makes_its_validation_the_final_one_with_raw_weights(tmp_
 
 
 def test_monitoring_raw_weights_needs_validate_raw_always(tmp_path):
-    from emotionsumm.trainer import Trainer
+    from emotionsumm.training.trainer import Trainer
 
     with pytest.raises(ValueError, match=r"trainer.monitor=val_raw/acc .*trainer.validate_raw=always \(not final\)"):
         Trainer(run_dir=tmp_path, monitor="val_raw/acc", validate_raw="final")
@@ -107,8 +107,8 @@ def test_trainer_built_directly_refuses_every_trainer_range_of_the_table(tmp_pat
     a Trainer argument, and a value outside its range is refused naming the key."""
     import inspect
 
-    from emotionsumm.ranges import RANGES
-    from emotionsumm.trainer import Trainer
+    from emotionsumm.config.ranges import RANGES
+    from emotionsumm.training.trainer import Trainer
 
     rules = {key.removeprefix("trainer."): rule for key, rule in RANGES.items() if key.startswith("trainer.")}
     assert set(rules) <= set(inspect.signature(Trainer).parameters)
@@ -121,7 +121,7 @@ def test_trainer_built_directly_refuses_every_trainer_range_of_the_table(tmp_pat
 
 
 def test_trainer_lists_every_bad_value_at_once(tmp_path):
-    from emotionsumm.trainer import Trainer
+    from emotionsumm.training.trainer import Trainer
 
     with pytest.raises(ValueError) as err:
         Trainer(run_dir=tmp_path, gradient_clip_val=-1.0, limit_train_batches=0, limit_val_batches=0.0,
@@ -142,8 +142,8 @@ def test_gradient_clipping_off_values_train_without_clipping(tmp_path, clip):
 def test_ema_and_schedulers_refuse_with_the_table_messages():
     from torch import nn
 
-    from emotionsumm.ema import EMA
-    from emotionsumm.schedulers import cosine_with_warmup, step_decay
+    from emotionsumm.training.ema import EMA
+    from emotionsumm.training.schedulers import cosine_with_warmup, step_decay
 
     with pytest.raises(ValueError, match=r"^ema.decay=1.0 is out of range; allowed: \[0, 1\) \(use ema.enabled=false"):
         EMA(nn.Linear(2, 2), decay=1.0)

@@ -9,9 +9,9 @@ import sys
 import pytest
 from tqdm import tqdm
 
-from emotionsumm import progress as progress_module
-from emotionsumm.interrupt import resume_hint
-from emotionsumm.progress import LineProgress, progress
+from emotionsumm.tracking import progress as progress_module
+from emotionsumm.tracking.progress import LineProgress, progress
+from emotionsumm.training.stop import resume_hint
 
 from .conftest import make_cfg
 

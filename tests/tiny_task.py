@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from emotionsumm.loggers import NullLogger
-from emotionsumm.metrics import confusion_matrix
+from emotionsumm.metrics.classification import confusion_matrix
+from emotionsumm.tracking.loggers import NullLogger
 
 VOCAB, CLASSES = 16, 2
 
@@ -149,8 +149,8 @@ def tiny_data(n_train: int = 64, n_val: int = 24, noise: bool = False, lengths: 
 
 def fit_tiny(run_dir: Any, data: TinyData | None = None, seed: int = 0, **trainer_kwargs: Any) -> tuple[Any, dict]:
     """Train TinyPolicy with AdamW on `data`; returns (trainer, metrics). The logger is a RecordingLogger."""
-    from emotionsumm.ema import EMA
-    from emotionsumm.trainer import Trainer
+    from emotionsumm.training.ema import EMA
+    from emotionsumm.training.trainer import Trainer
 
     torch.manual_seed(seed)
     data = data or tiny_data()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import require_choice
+from ..config.core import require_choice
 from .audio_features import AudioPipeline, AudioReadError, FeatureCache, WaveformPipeline, probe_audio
 from .readers import check_file, column, read_lines
 from .table import Examples, Row, TableData, TableDataset

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torchaudio
 
-from ..config import require_range
+from ..config.core import require_range
 
 
 class AudioReadError(ValueError):

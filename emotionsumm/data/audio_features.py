@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torchaudio
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 from .audio_clips import (
     AudioReadError,
     ClipReader,
@@ -253,7 +253,7 @@ class FeatureCache:
 
     def get(self, path: str | Path) -> torch.Tensor:
         """The cached features of `path`, computed and stored on a miss."""
-        from ..io import atomic_save
+        from ..runs.atomic import atomic_save
 
         path = Path(path)
         if not path.is_file():

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..config import require_choice
-from ..pretrained import pretrained_source
+from ..config.core import require_choice
+from ..models.pretrained import pretrained_source
 from .audio_clips import ClipReader, check_clip_settings, config_key, window_start
 
 log = logging.getLogger(__name__)

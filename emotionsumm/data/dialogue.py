@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Dataset
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 from . import tokenizers as toks
 from .readers import ON_ERROR, check_file, log_skipped, read_rows, skip_or_raise, text_value
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import require_choice
+from ..config.core import require_choice
 from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError
 from .readers import check_file, column, read_lines
 from .table import Examples, Row, TableData, TableDataset

@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ..pretrained import pretrained_source
+from ..models.pretrained import pretrained_source
 
 PROCESSOR_FILE = "preprocessor_config.json"
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 
 NORMALIZE = ("train", "imagenet", "processor", "none")
 # the statistics torchvision's ImageNet weights were trained with (per RGB channel)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..config import require_choice
+from ..config.core import require_choice
 from . import tokenizers as toks
 from .audio_features import AudioPipeline, AudioReadError, FeatureCache
 from .features import FeatureModality, FeatureReadError, feature_modalities, is_reference, rebase

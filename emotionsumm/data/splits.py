@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("files", "random", "predefined", "group")

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from torch.utils.data import Dataset
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 from .readers import ON_ERROR, BadRow, check_file, column, log_skipped, read_rows, text_value
 from .splits import SPLITS, STRATEGIES, kfold_indices, split_indices
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..config import require_range
+from ..config.core import require_range
 from . import tokenizers as toks
 from .readers import column, read_lines, text_value
 from .table import BadRow, Examples, TableData, TableDataset

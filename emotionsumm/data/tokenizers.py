@@ -17,7 +17,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from ..pretrained import pretrained_source
+from ..models.pretrained import pretrained_source
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BART_SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as in BART
@@ -64,7 +64,7 @@ def _cached(kind: str, settings: list, texts: list[str], cache_dir: str | Path |
     path = Path(cache_dir) / f"{kind}-{digest.hexdigest()[:16]}.json"
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    from ..io import atomic_write_text
+    from ..runs.atomic import atomic_write_text
 
     tokenizer_json = train()
     atomic_write_text(tokenizer_json, path)

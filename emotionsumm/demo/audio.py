@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..io import atomic_write_text
+from ..runs.atomic import atomic_write_text
 
 
 class Prosody(NamedTuple):

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from ..io import atomic_write_text
+from ..runs.atomic import atomic_write_text
 from .store import write_directory_once
 
 SIZES = {"train": 320, "dev": 80}

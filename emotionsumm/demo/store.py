@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..io import TMP_PREFIX, atomic_write_text, current_umask
+from ..runs.atomic import TMP_PREFIX, atomic_write_text, current_umask
 
 MARKER = ".complete"  # written last into a generated directory: its presence means the set is complete
 

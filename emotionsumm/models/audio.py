@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import require_choice
+from ..config.core import require_choice
 
 POOLING = ("attention", "mean")
 

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import require_choice
-from ..pretrained import pretrained_source
+from ..config.core import require_choice
 from .audio import POOLING, AttentivePooling, AudioCNN
 from .freezing import set_trainable, top_layers_to_train
+from .pretrained import pretrained_source
 from .text import check_lr, load_pretrained_encoder
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 
 SEQUENCE_ENCODERS = ("none", "gru", "transformer")
 POOLING = ("mean", "attention")

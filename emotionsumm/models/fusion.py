@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 from .text import check_lr
 
 FUSIONS = ("late", "concat", "attention")

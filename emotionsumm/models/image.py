@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import require_choice, require_range
+from ..config.core import require_choice, require_range
 from .freezing import set_trainable, top_layers_to_train
 from .text import check_lr, load_pretrained_encoder
 

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import require_range
-from ..pretrained import pretrained_source
+from ..config.core import require_range
 from .freezing import set_trainable, top_layers_to_train
+from .pretrained import pretrained_source
 
 log = logging.getLogger(__name__)
 

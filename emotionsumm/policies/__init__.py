@@ -1,36 +1,21 @@
 """Policies wrap a model with what one task needs: loss, prediction and metrics.
 
-The trainer only knows this protocol, never the task.
+The trainer knows them through `interfaces.Policy` only, never the task. This module holds what the policies
+share and stays free of torch, so that `report` can read the names of the files they write.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
-class Policy(Protocol):
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The training loss of a batch (called through DDP, so gradients are synchronised)."""
-
-    def eval_state(self) -> dict[str, Any]:
-        """Zeroed additive statistics for one evaluation pass: tensors are summed across DDP ranks,
-        lists (e.g. predictions) are concatenated in rank order."""
-
-    def evaluation_step(self, batch: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
-        """Add one batch's statistics to `state`."""
-
-    def compute_metrics(self, state: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Metrics of a whole split from its summed statistics."""
-
-    def predict_rows(self, batch: dict[str, torch.Tensor]) -> list[str]:
-        """One printable line per example (used by `python -m emotionsumm.predict`)."""
-
-    def log_artifacts(self, state: dict[str, torch.Tensor], logger: Any, prefix: str, step: int,
-                      run_dir: Any) -> None:
-        """Figures, tables or files for a split (rank 0 only)."""
+def confusion_file(split: str) -> str:
+    """The confusion matrix image a classification policy writes into the run dir for `split` (val, test);
+    `report` shows it."""
+    return f"confusion_{split}.png"
 
 
 class ModelHooks:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import require_choice, require_range
-from ..metrics import (
+from ..config.core import require_choice, require_range
+from ..metrics.classification import (
     CONFUSION_METRICS,
     REGRESSION_METRICS,
     classification_metrics,
@@ -22,8 +22,7 @@ from ..metrics import (
     confusion_matrix,
     regression_metrics,
 )
-from ..runs import confusion_file
-from . import ModelHooks
+from . import ModelHooks, confusion_file
 
 log = logging.getLogger(__name__)
 

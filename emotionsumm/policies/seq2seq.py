@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import require_range
-from ..io import atomic_write_text
-from ..rouge import rouge_scores
+from ..config.core import require_range
+from ..metrics.rouge import rouge_scores
+from ..runs.atomic import atomic_write_text
 from . import ModelHooks
 
 LABEL_PAD = -100

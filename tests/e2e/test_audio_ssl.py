@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from ..conftest import cli, make_cfg
 from ..test_audio import predict_three_demo_clips

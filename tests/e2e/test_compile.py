@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from ..conftest import TINY, cli
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from ..conftest import TINY
 
 DRIVER = """
 import os, torch
-from emotionsumm import train, trainer
+from emotionsumm import train
+from emotionsumm.training import trainer
 fit = trainer.Trainer.fit
 def fit_and_dump(self, policy, *args, **kwargs):
     metrics = fit(self, policy, *args, **kwargs)

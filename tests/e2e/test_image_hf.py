@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from ..conftest import cli, make_cfg
 from ..test_image_hf import VIT_MEAN, save_tiny_convnext, save_tiny_vit
@@ -84,7 +84,7 @@ def test_convnext_experiment_from_the_command_line(tmp_path):
 
 
 def test_fusion_with_the_vit_as_image_encoder_builds_and_runs_forward(vit, tmp_path):
-    from emotionsumm.runtime import build_data, build_policy
+    from emotionsumm.config.builders import build_data, build_policy
 
     cfg = make_cfg(tmp_path / "run", ["data=multimodal_demo", "model=fusion", "model@model.encoders.image=image_hf",
                                       f"model.encoders.image.pretrained={vit}"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from emotionsumm.runtime import load_for_inference
+from emotionsumm.config.builders import load_for_inference
 
 from ..conftest import cli, run_train
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def run(installed: dict[str, Path], *args: str, stdin: str | None = None,
 
 
 def test_the_wheel_holds_the_configs_and_runs_from_anywhere(installed):
-    probe = run(installed, "-c", "import emotionsumm.config as c; print(c.__file__); print(c.CONFIG_DIR)")
+    probe = run(installed, "-c", "import emotionsumm.config.core as c; print(c.__file__); print(c.CONFIG_DIR)")
     module, config_dir = probe.stdout.split()
     assert module.startswith(str(installed["site"])) and config_dir == str(installed["site"] / "emotionsumm/conf")
     assert (installed["site"] / "emotionsumm/conf/experiment/emotion_text.yaml").is_file()

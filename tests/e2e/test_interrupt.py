@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint, policy_weights
-from emotionsumm.config import PROJECT_ROOT
-from emotionsumm.runlock import LOCK_FILE, RunDirInUse, acquire, release
+from emotionsumm.config.core import PROJECT_ROOT
+from emotionsumm.runs.lock import LOCK_FILE, RunDirInUse, acquire, release
+from emotionsumm.training.checkpoint import load_checkpoint, policy_weights
 
 from ..conftest import TINY, cli, scalars
 
@@ -29,15 +29,16 @@ OVERRIDES = [*TINY, "trainer.max_steps=8", "trainer.limit_train_batches=5", "tra
 # sends itself the listed signals just before micro-batch SIGNAL_AT_BATCH (1-based, counted over the run)
 SIGNAL_DRIVER = """
 import os, signal
-from emotionsumm import meter, train
-check, calls = meter.StepChecks.add, [0]
+from emotionsumm import train
+from emotionsumm.training import step_checks
+check, calls = step_checks.StepChecks.add, [0]
 def check_then_signal(self, loss, position):
     calls[0] += 1
     if calls[0] == int(os.environ["SIGNAL_AT_BATCH"]):
         for name in os.environ["SIGNALS"].split(","):
             os.kill(os.getpid(), getattr(signal, name))
     return check(self, loss, position)
-meter.StepChecks.add = check_then_signal
+step_checks.StepChecks.add = check_then_signal
 train.main()
 """
 
@@ -141,7 +142,7 @@ def test_a_second_process_on_a_run_dir_fails_at_once_naming_the_holder(tmp_path)
 
 
 def test_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from emotionsumm.runlock import acquire; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from emotionsumm.runs.lock import acquire; "
                                f"acquire({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
     try:

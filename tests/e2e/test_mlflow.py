@@ -11,7 +11,7 @@ import signal
 import pytest
 import yaml
 
-from emotionsumm.config import flatten
+from emotionsumm.config.core import flatten
 
 from ..conftest import TINY, cli, scalars
 from ..test_loggers import artifacts, fresh_db, history  # noqa: F401 - fresh_db is a fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from emotionsumm.checkpoint import load_checkpoint
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from ..conftest import TINY, cli
 

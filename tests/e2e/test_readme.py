@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers, validate_config
+from emotionsumm.config.core import CONFIG_DIR, PROJECT_ROOT, register_resolvers, validate_config
 
 from ..conftest import SHARED, TINY, make_cfg
 
@@ -222,7 +222,7 @@ def compose_train(overrides: list[str]) -> DictConfig:
 
 
 def check_train(args: list[str], multirun: bool) -> None:
-    from emotionsumm.sweep import SweepError, check_launcher, check_swept_keys
+    from emotionsumm.runs.sweep import SweepError, check_launcher, check_swept_keys
 
     jobs = job_overrides(args)
     multirun = multirun or len(jobs) > 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
 
 from ..conftest import TINY
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from emotionsumm.checkpoint import load_checkpoint
-from emotionsumm.config import PROJECT_ROOT
+from emotionsumm.config.core import PROJECT_ROOT
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from ..conftest import TINY
 

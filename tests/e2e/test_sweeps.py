@@ -22,9 +22,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
-from emotionsumm.runs import job_subdir, override_hash
-from emotionsumm.sweep import SweepError, check_launcher, check_swept_keys
+from emotionsumm.config.core import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+from emotionsumm.runs.layout import job_subdir, override_hash
+from emotionsumm.runs.sweep import SweepError, check_launcher, check_swept_keys
 
 from ..conftest import TINY, cli
 
@@ -223,7 +223,7 @@ def test_search_space_names_keys_of_its_experiment_and_follows_the_monitor(searc
 
 
 def test_slurm_task_environment_becomes_torch_distributed_environment(monkeypatch):
-    from emotionsumm.distributed import _adopt_slurm_env, first_slurm_host
+    from emotionsumm.training.distributed import _adopt_slurm_env, first_slurm_host
 
     assert first_slurm_host("gpu[007-009,12],cpu1") == "gpu007"
     assert first_slurm_host("node12,node13") == "node12"

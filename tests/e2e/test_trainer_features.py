@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotionsumm.checkpoint import load_checkpoint
 from emotionsumm.policies.classification import class_weights_from_counts
+from emotionsumm.training.checkpoint import load_checkpoint
 
 from ..conftest import run_train
 
@@ -64,7 +64,7 @@ def test_tensorboard_gets_histograms_images_text_and_hparams(tmp_path):
 
 
 def test_kfold_replaces_validation_with_a_held_out_fold_of_train(tmp_path):
-    from emotionsumm.runtime import build_data
+    from emotionsumm.config.builders import build_data
 
     from ..conftest import make_cfg
 

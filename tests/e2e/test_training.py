@@ -12,8 +12,8 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from emotionsumm.checkpoint import CheckpointError, load_checkpoint, policy_weights
-from emotionsumm.config import CONFIG_DIR, PROJECT_ROOT
+from emotionsumm.config.core import CONFIG_DIR, PROJECT_ROOT
+from emotionsumm.training.checkpoint import CheckpointError, load_checkpoint, policy_weights
 
 from ..conftest import SHARED, TINY, cli, make_cfg, run_train, scalars
 
@@ -54,7 +54,8 @@ def _tags(run: Path) -> list[str]:
 
 KILL_DRIVER = """
 import os, signal, sys
-from emotionsumm import checkpoint, train
+from emotionsumm import train
+from emotionsumm.training import checkpoint
 write = checkpoint.Checkpointer.write
 def write_then_die(self, payload, topk, dropped, **kwargs):
     write(self, payload, topk, dropped, **kwargs)

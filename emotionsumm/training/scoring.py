@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..interfaces import EvalState
+from ..tracking.progress import progress
 from . import distributed as dist
-from .interfaces import EvalState
 from .loaders import EvalLoader
-from .progress import progress
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import CheckpointError, load_checkpoint, policy_weights
-from .target_allowlist import SHIPPED, Trust
+from ..training.checkpoint import CheckpointError, load_checkpoint, policy_weights
+from .trust import SHIPPED, Trust
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def build_data(cfg: DictConfig, run_dir: Path | None, state: dict[str, Any] | No
     Under DDP rank 0 reads the data and builds the tokenizer first; the other ranks receive its
     state, so every rank tokenizes identically.
     """
-    from . import distributed as dist
+    from ..training import distributed as dist
 
     if dist.is_distributed() and state is None:
         data = instantiate(cfg.data) if dist.is_main() else None
@@ -56,11 +56,11 @@ def load_for_inference(ckpt_path: str, weights: str = "ema", data_overrides: Dic
     """Rebuild data, model and policy from a self-describing checkpoint and load its weights.
 
     Only the stored `model`, `policy` and `data` are built, and the data's caches and demo files go under
-    `cache_dir` (this command's `paths.cache_dir`), never where the checkpoint says (`stored_config`).
+    `cache_dir` (this command's `paths.cache_dir`), never where the checkpoint says (`config.stored`).
     `weights=ema` uses the EMA weights when the checkpoint has them (else the raw ones, with a warning);
     `weights=raw` the trained weights.
     """
-    from .stored_config import StoredConfigError, inference_config
+    from .stored import StoredConfigError, inference_config
 
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights={weights!r} is not allowed; choose 'ema' or 'raw'")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Subset
 
+from ..interfaces import Data
 from . import distributed as dist
-from .interfaces import Data
 from .sampling import ShardedSampler
 from .seed import seed_worker
 

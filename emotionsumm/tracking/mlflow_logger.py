@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import flatten
-from .interrupt import Interrupted
-from .io import TMP_PREFIX, write_json
+from ..config.core import flatten
+from ..runs.atomic import TMP_PREFIX, write_json
+from ..runs.layout import CHECKPOINT_DIR, METRICS_FILE, MLFLOW_RUN_FILE, PROVENANCE_FILE, TB_DIR
+from ..training.stop import Interrupted
 from .loggers import NullLogger
-from .runs import CHECKPOINT_DIR, METRICS_FILE, MLFLOW_RUN_FILE, PROVENANCE_FILE, TB_DIR
 
 log = logging.getLogger(__name__)
 

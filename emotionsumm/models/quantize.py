@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from .config import require_choice
+from ..config.core import require_choice
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ranges import require_ranges
+from ..config.ranges import require_ranges
 
 
 class EMA:

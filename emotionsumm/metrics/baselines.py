@@ -36,7 +36,7 @@ def evaluate_baseline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """
     from hydra.utils import instantiate
 
-    from .io import atomic_write_text
+    from ..runs.atomic import atomic_write_text
     from .rouge import rouge_scores
 
     summarize = baseline(cfg.baseline)

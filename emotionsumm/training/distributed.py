@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .config import env_world_size
+from ..config.core import env_world_size
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What `evaluate` and `predict` rebuild from a checkpoint's stored config: model, policy and the data's shape.
 
 A checkpoint is data from someone else. Its config has passed the target allow-list when it was loaded
-(`target_allowlist`), but the allow-list judges names only, and allowed classes write files (loggers,
+(`config.trust`), but the allow-list judges names only, and allowed classes write files (loggers,
 the demo generators, caches). So the stored config is cut down here to what rebuilding the weights
 needs, and nothing in it decides which files are written:
 - only the `model`, `policy` and `data` nodes are taken: never loggers, trainer, callbacks, paths, hydra;

@@ -12,7 +12,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from .ranges import require_ranges
+from ..config.ranges import require_ranges
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch
 from . import distributed as dist
 
 if TYPE_CHECKING:
-    from .interrupt import StopRequest
+    from .stop import StopRequest
 
 
 class TrainMeter:
@@ -71,7 +71,7 @@ class TrainMeter:
 
 
 class StepChecks:
-    """Once per optimizer step: the stop signal the ranks agree on (`agreed_stop`), and, when `wait`ing (on
+    """Once per optimizer step: the stop signal the ranks agree on (`agreed_signal`), and, when `wait`ing (on
     log steps, before validations and saves), an error if a loss since the last check was not finite on
     any rank. The losses stay on the device in between: steps that do not wait read nothing on the host
     (under DDP they read the previous step's agreement, which has arrived by then).
@@ -83,7 +83,7 @@ class StepChecks:
         self.positions: list[tuple[int, int, int]] = []  # (optimizer step, epoch, batch in epoch) of each
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.checked_step = -1  # the latest step whose losses were checked on the host
-        self.agreed_stop = 0  # the stop signal every rank agreed on (0: none)
+        self._agreed = 0  # the stop signal every rank agreed on at a check (0: none)
 
     def add(self, loss: torch.Tensor, position: tuple[int, int, int]) -> None:
         loss = loss.detach().float().reshape(())
@@ -94,13 +94,18 @@ class StepChecks:
     def run(self, step: int, wait: bool, last: Path) -> None:
         """Agree (`StopRequest.agree`); raise when a loss was not finite. `last`: the last checkpoint's path."""
         bad, stop_signal = self.stop.agree(self.bad, wait)
-        self.agreed_stop = self.agreed_stop or stop_signal
+        self._agreed = self._agreed or stop_signal
         if bad:
             raise self._error(step, last)
         if wait:
             self.losses.clear()
             self.positions.clear()
             self.checked_step = step
+
+    def agreed_signal(self) -> int:
+        """The stop signal every rank agreed on so far (0: none); one process has nothing to agree on: its own
+        signal, so that it stops right after the step the signal arrived in."""
+        return self._agreed if dist.is_distributed() else self.stop.signum or 0
 
     def ensure_checked(self, step: int, last: Path) -> None:
         """Wait for the check of `step` unless it happened (e.g. before a save: no checkpoint ever holds

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from .config import require_range
+from ..config.core import require_range
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 
 Owns gradient accumulation, clipping, mixed precision, the EMA update, validation, early stopping,
 checkpoints with exact resume, stop signals, TensorBoard scalars, DDP and `torch.compile`. Steps that
-neither log nor save read nothing from the device (`meter.StepChecks`). Where the run stands lives in
-`state.TrainState`; loaders in `loaders`; one evaluation pass in `evaluation`.
+neither log nor save read nothing from the device (`step_checks.StepChecks`). Where the run stands lives in
+`state.TrainState`; loaders in `loaders`; one evaluation pass in `scoring`. Why the run ends is one value,
+`Trainer.stopping` (a `Stop`), that only the trainer sets and the loop reads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +21,33 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..config.core import flatten, require_choice
+from ..config.ranges import require_ranges
+from ..config.trust import SHIPPED, Trust
+from ..interfaces import Data, Policy
+from ..tracking.loggers import MetricLogger, NullLogger, grad_norm, open_logger
+from ..tracking.progress import progress
 from . import distributed as dist
 from .checkpoint import LAST, Checkpointer, find_resume, restore_training, training_payload
-from .config import flatten, require_choice
 from .devices import PRECISIONS, autocast, compiled_graphs, device_for
 from .ema import EMA
-from .evaluation import score, to_device
-from .interfaces import Data, Policy
-from .interrupt import StopRequest, signal_name
 from .loaders import EvalLoader, TrainLoader, limit_batches, overfit_subset
-from .loggers import MetricLogger, NullLogger, grad_norm, open_logger
-from .meter import StepChecks, TrainMeter
-from .progress import progress
-from .ranges import require_ranges
+from .scoring import score, to_device
 from .state import EarlyStopping, TrainState
-from .target_allowlist import SHIPPED, Trust
+from .step_checks import StepChecks, TrainMeter
+from .stop import StopRequest, signal_name
 
 log = logging.getLogger(__name__)
 VALIDATE_RAW = ("never", "final", "always")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why training ends: max steps or epochs reached, early stopping, or a stop signal every rank agreed on
+    (`signum`: then `fit` saves, says how to resume and exits 128 + signum)."""
+
+    reason: str
+    signum: int | None = None
 
 
 class Trainer:
@@ -73,8 +84,9 @@ class Trainer:
             max_steps, max_epochs, limit_train_batches, limit_val_batches, limit_test_batches = n, 1, n, n, n
             val_every_n_steps, checkpoint_every_n_steps, accumulate_grad_batches = None, None, 1
         self.run_dir, self.fast_dev_run = Path(run_dir), bool(fast_dev_run)
-        self.max_epochs, self.max_steps, self.accumulate = max_epochs, max_steps, accumulate_grad_batches
-        self.clip, self.precision = gradient_clip_val, precision
+        self.max_epochs, self.max_steps = max_epochs, max_steps
+        self.accumulate_grad_batches, self.gradient_clip_val = accumulate_grad_batches, gradient_clip_val
+        self.precision = precision
         self.val_every_n_epochs, self.val_every_n_steps = val_every_n_epochs, val_every_n_steps
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.limits = {"train": limit_train_batches, "val": limit_val_batches, "test": limit_test_batches}
@@ -83,7 +95,7 @@ class Trainer:
         self.progress_bar, self.seed = progress_bar, seed
         self.validate_raw, self.compile, self.compile_backend = validate_raw, compile, compile_backend
         self.logger_factory, self.ema_factory = logger, ema
-        self.config = run_config or {}
+        self.run_config = run_config or {}
         self.device = device_for(accelerator)
         self.trust = trust  # what a checkpoint's config may build (resume, the best checkpoint): the command's
         self.stop = stop or StopRequest()  # SIGTERM/SIGINT/SIGUSR1: finish the optimizer step, save, exit 128 + signal
@@ -102,8 +114,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
         self.data: Data | None = None
-        self.stop_reason: str | None = None
-        self.interrupted: int | None = None  # the signal every rank agreed to stop on
+        self.stopping: Stop | None = None  # the stop decision: set by the trainer only, read by the loop
         self.batches_per_epoch = 0
         self.checks = StepChecks(self.device, self.stop)  # finite losses, stop signals
         self._compiled: nn.Module | None = None
@@ -134,7 +145,7 @@ class Trainer:
         val = EvalLoader(data, val_set, self.seed, pin, self.limits["val"]) if val_set is not None and len(val_set) \
             else None
         self.batches_per_epoch = limit_batches(self.limits["train"], train.batches_per_epoch())
-        per_epoch = -(-self.batches_per_epoch // self.accumulate)  # optimizer steps (ceil)
+        per_epoch = -(-self.batches_per_epoch // self.accumulate_grad_batches)  # optimizer steps (ceil)
         total = self.max_steps if self.max_steps > 0 else self.max_epochs * per_epoch
         self.scheduler = scheduler(optimizer, total_steps=total) if scheduler is not None else None
         self.ema = self.ema_factory(self.policy) if self.ema_factory is not None else None
@@ -143,9 +154,9 @@ class Trainer:
             self._restore(*resumed)
         if dist.is_main() and self.logger_factory is not None:
             self.logger = open_logger(self.logger_factory, self.run_dir, self.state.step if resumed else None,
-                                      self.config)
+                                      self.run_config)
         log.info("training %d optimizer steps (%d batches/epoch, accumulate %d) on %s x%d", total,
-                 self.batches_per_epoch, self.accumulate, self.device, dist.world_size())
+                 self.batches_per_epoch, self.accumulate_grad_batches, self.device, dist.world_size())
         bar = progress(total, "train", self.progress_bar and dist.is_main(), initial=self.state.step)
         with self.stop:
             try:  # whatever fails (training, the final test, hparams), the loggers are closed (a run ends FAILED)
@@ -153,12 +164,14 @@ class Trainer:
                     self._train_loop(train, val, bar)
                 finally:
                     bar.close()
-                if self.interrupted is None:  # a signal that arrived after the last optimizer step
-                    self.interrupted = self.stop.agree(torch.zeros((), dtype=torch.bool, device=self.device))[1] or None
-                if self.interrupted is not None:  # saved: close the logs, say how to resume, exit 128 + signal
+                if self.stopping.signum is None:  # a signal that arrived after the last optimizer step
+                    late = self.stop.agree(torch.zeros((), dtype=torch.bool, device=self.device))[1]
+                    self.stopping = replace(self.stopping, signum=late or None)
+                if self.stopping.signum is not None:  # saved: close the logs, say how to resume, exit 128 + signal
                     self.logger.close()
                     saved = self.last_path if self.checkpointer.enabled else None
-                    self.stop.exit_after_save(self.interrupted, self.state.step, saved, self.run_dir, dist.is_main())
+                    self.stop.exit_after_save(self.stopping.signum, self.state.step, saved, self.run_dir,
+                                              dist.is_main())
                 return self._finish(data)
             except BaseException:
                 self.logger.close()
@@ -168,69 +181,111 @@ class Trainer:
         """max_steps, when set, decides the length of the run; otherwise max_epochs does."""
         return self.state.step >= self.max_steps if self.max_steps > 0 else self.state.epoch >= self.max_epochs
 
-    def _train_loop(self, train: TrainLoader, val: Any, bar: Any) -> None:
-        state, meter = self.state, TrainMeter(self.device)
-        while self.stop_reason is None and not self._finished():
-            if self.policy.on_epoch_start(state.epoch) or self.model is None:
-                self._wrap()
-            bar.set_description(f"epoch {state.epoch}")
-            self.model.train()
-            batches = train.epoch(state.epoch, state.batch_in_epoch, self.seed)
-            while state.batch_in_epoch < self.batches_per_epoch and self.stop_reason is None:
-                batch = to_device(next(batches), self.device)
-                state.batch_in_epoch += 1
-                is_step = state.batch_in_epoch % self.accumulate == 0 or state.batch_in_epoch == self.batches_per_epoch
-                sync = self.model.no_sync() if isinstance(self.model, DistributedDataParallel) and not is_step \
-                    else contextlib.nullcontext()
-                graphs = compiled_graphs() if self.compile else 0
-                with sync:
-                    with self._autocast():
-                        loss = self.model(batch)
-                    self.checks.add(loss, (state.step + 1, state.epoch, state.batch_in_epoch))  # read on log steps
-                    self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
-                meter.add(loss, len(next(iter(batch.values()))))
-                if self.compile and compiled_graphs() != graphs:
-                    meter.restart_clock()  # the compile warm-up is no training throughput
-                if not is_step:
-                    continue
+    def _train_loop(self, train: TrainLoader, val: EvalLoader | None, bar: Any) -> None:
+        """Epochs of micro-batches until the stop decision: batch -> forward/backward -> (every
+        `accumulate_grad_batches` micro-batches) optimizer step -> log -> validate/save -> stop."""
+        meter = TrainMeter(self.device)
+        while self.stopping is None and not self._finished():
+            batches = self._start_epoch(train, bar)
+            while self.state.batch_in_epoch < self.batches_per_epoch and self.stopping is None:
+                if not self._forward_backward(next(batches), meter):
+                    continue  # accumulating gradients: no optimizer step yet
                 norm = self._optimizer_step()
-                log_step = state.step % self.log_every_n_steps == 0
-                self.checks.run(state.step, log_step, self.last_path)  # validations and saves check anyway
-                if log_step:
-                    scalars = meter.read_scalars(norm, state.epoch, self.optimizer.param_groups)
-                    self.logger.log_scalars(scalars, state.step)
-                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
-                                    lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-                hist = self.logger.histogram_every_n_steps
-                if hist and state.step % hist == 0:
-                    self.logger.log_histograms(self.policy, state.step)
-                self.optimizer.zero_grad(set_to_none=True)
+                self._check_and_log(norm, meter, bar)
+                self.optimizer.zero_grad(set_to_none=True)  # after logging: histograms show this step's grads
                 bar.update(1)
-                if self.max_steps > 0 and state.step >= self.max_steps:
-                    self.stop_reason = f"reached trainer.max_steps={self.max_steps}"
-                with meter.paused():
-                    if val is not None and self.val_every_n_steps and state.step % self.val_every_n_steps == 0:
-                        self._validate_and_checkpoint(val)
-                    elif self.checkpoint_every_n_steps and state.step % self.checkpoint_every_n_steps == 0:
-                        self._save(None)
-                if not dist.is_distributed():  # one process: nothing to agree on, stop right after this step
-                    self.checks.agreed_stop = self.stop.signum or 0
-                if self.checks.agreed_stop and self.stop_reason is None:
-                    self.interrupted = self.checks.agreed_stop
-                    self.stop_reason = f"stopped by {signal_name(self.interrupted)}"
-            if state.batch_in_epoch >= self.batches_per_epoch:  # the epoch ran to its end
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                every = self.val_every_n_epochs
-                with meter.paused():
-                    if val is not None and every and state.epoch % every == 0 and state.last_val_step != state.step:
-                        self._validate_and_checkpoint(val)
-                    elif state.last_save_step != state.step:
-                        self._save(None)
-        if self.stop_reason is None:
-            self.stop_reason = (f"reached trainer.max_steps={self.max_steps}" if self.max_steps > 0
-                                else f"reached trainer.max_epochs={self.max_epochs}")
-        if self.interrupted is not None:  # save the step reached; validation waits for the resumed run
+                self._validate_or_save(val, meter)
+                self._decide_stop()
+            self._end_epoch(val, meter)
+        self._end_run(val)
+
+    def _start_epoch(self, train: TrainLoader, bar: Any) -> Iterator[Any]:
+        """The model's freezing schedule (re-wrapping when it changes) and this epoch's batches from where the
+        run stands (mid-epoch after a resume)."""
+        if self.policy.on_epoch_start(self.state.epoch) or self.model is None:
+            self._wrap()
+        bar.set_description(f"epoch {self.state.epoch}")
+        self.model.train()
+        return train.epoch(self.state.epoch, self.state.batch_in_epoch, self.seed)
+
+    def _forward_backward(self, batch: Any, meter: TrainMeter) -> bool:
+        """One micro-batch: forward under autocast, its loss queued for the finiteness check (not read),
+        backward (DDP syncs gradients only on the last micro-batch of a step). True if a step is due."""
+        state = self.state
+        batch = to_device(batch, self.device)
+        state.batch_in_epoch += 1
+        is_step = (state.batch_in_epoch % self.accumulate_grad_batches == 0
+                   or state.batch_in_epoch == self.batches_per_epoch)
+        sync = self.model.no_sync() if isinstance(self.model, DistributedDataParallel) and not is_step \
+            else contextlib.nullcontext()
+        graphs = compiled_graphs() if self.compile else 0
+        with sync:
+            with self._autocast():
+                loss = self.model(batch)
+            self.checks.add(loss, (state.step + 1, state.epoch, state.batch_in_epoch))  # read on log steps
+            accumulate = self.accumulate_grad_batches
+            self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
+        meter.add(loss, len(next(iter(batch.values()))))
+        if self.compile and compiled_graphs() != graphs:
+            meter.restart_clock()  # the compile warm-up is no training throughput
+        return is_step
+
+    def _check_and_log(self, norm: torch.Tensor | float | None, meter: TrainMeter, bar: Any) -> None:
+        """The step's stop agreement and, on log steps, the finiteness check and the scalars (the only host
+        reads of a step that neither logs nor saves: none); weight and gradient histograms when due."""
+        step = self.state.step
+        log_step = step % self.log_every_n_steps == 0
+        self.checks.run(step, log_step, self.last_path)  # validations and saves check anyway
+        if log_step:
+            scalars = meter.read_scalars(norm, self.state.epoch, self.optimizer.param_groups)
+            self.logger.log_scalars(scalars, step)
+            bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        hist = self.logger.histogram_every_n_steps
+        if hist and step % hist == 0:
+            self.logger.log_histograms(self.policy, step)
+
+    def _validate_or_save(self, val: EvalLoader | None, meter: TrainMeter) -> None:
+        """`trainer.val_every_n_steps` (validate, then save) or `trainer.checkpoint_every_n_steps` (save)."""
+        step = self.state.step
+        with meter.paused():
+            if val is not None and self.val_every_n_steps and step % self.val_every_n_steps == 0:
+                self._validate_and_checkpoint(val)
+            elif self.checkpoint_every_n_steps and step % self.checkpoint_every_n_steps == 0:
+                self._save(None)
+
+    def _decide_stop(self) -> None:
+        """After a step: stop at `trainer.max_steps`, or on the stop signal every rank agreed on (early stopping
+        decides at validation); a decision once made stands."""
+        if self.stopping is not None:
+            return
+        if self.max_steps > 0 and self.state.step >= self.max_steps:
+            self.stopping = Stop(f"reached trainer.max_steps={self.max_steps}")
+        elif signum := self.checks.agreed_signal():
+            self.stopping = Stop(f"stopped by {signal_name(signum)}", signum)
+
+    def _end_epoch(self, val: EvalLoader | None, meter: TrainMeter) -> None:
+        """An epoch that ran to its end: the next one starts at its first batch; validate (every
+        `trainer.val_every_n_epochs`) or save unless this step did already."""
+        state = self.state
+        if state.batch_in_epoch < self.batches_per_epoch:  # stopped inside the epoch
+            return
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        every = self.val_every_n_epochs
+        with meter.paused():
+            if val is not None and every and state.epoch % every == 0 and state.last_val_step != state.step:
+                self._validate_and_checkpoint(val)
+            elif state.last_save_step != state.step:
+                self._save(None)
+
+    def _end_run(self, val: EvalLoader | None) -> None:
+        """The stop decision made final; the step reached saved (a stop signal: validation waits for the
+        resumed run) or validated and saved."""
+        state = self.state
+        if self.stopping is None:
+            self.stopping = Stop(f"reached trainer.max_steps={self.max_steps}" if self.max_steps > 0
+                                 else f"reached trainer.max_epochs={self.max_epochs}")
+        if self.stopping.signum is not None:
             if state.last_save_step != state.step:
                 self._save(None, last=True)
             dist.barrier()
@@ -238,15 +293,16 @@ class Trainer:
             self._validate_and_checkpoint(val)
         elif state.last_save_step != state.step:
             self._save(None)
-        log.info("training stopped at step %d (epoch %d): %s", state.step, state.epoch, self.stop_reason)
+        log.info("training stopped at step %d (epoch %d): %s", state.step, state.epoch, self.stopping.reason)
 
     def _optimizer_step(self) -> torch.Tensor | float | None:
         norm = None
         log_step = self.state.step % self.log_every_n_steps == self.log_every_n_steps - 1
-        if self.clip or (log_step and self.logger.logs_scalars):
+        if self.gradient_clip_val or (log_step and self.logger.logs_scalars):
             self.scaler.unscale_(self.optimizer)
-            if self.clip:
-                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.clip)  # read when logged
+            if self.gradient_clip_val:
+                # read when logged
+                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.gradient_clip_val)
             else:
                 norm = grad_norm(self.policy)
         self.scaler.step(self.optimizer)
@@ -269,7 +325,7 @@ class Trainer:
         if self.test_after_fit and data.dataset("test") is not None:
             self.checkpointer.load_best(self.policy, self.ema, self.trust)
             metrics.update(self.score_split(data, "test"))
-        self.logger.log_hparams({k: v for k, v in flatten(self.config).items() if not k.startswith("hydra")},
+        self.logger.log_hparams({k: v for k, v in flatten(self.run_config).items() if not k.startswith("hydra")},
                                 {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         self.logger.close()
         return metrics
@@ -292,11 +348,12 @@ class Trainer:
         """Validate (raw weights too as `trainer.validate_raw` says: always, or at the run's last validation),
         update early stopping, save."""
         self.checks.ensure_checked(self.state.step, self.last_path)  # never validate NaN weights
-        final = self.stop_reason is not None or self._finished()
+        final = self.stopping is not None or self._finished()
         raw = self.validate_raw == "always" or (self.validate_raw == "final" and final)
         metrics = self._score(loader, "val", raw)
-        self.stop_reason = self.state.early_stopping.update(metrics) or self.stop_reason
-        if self.stop_reason is not None and not raw and self.validate_raw == "final":  # stopped early: final now
+        if reason := self.state.early_stopping.update(metrics):  # a stop signal agreed already stays
+            self.stopping = Stop(reason, self.stopping.signum if self.stopping else None)
+        if self.stopping is not None and not raw and self.validate_raw == "final":  # stopped early: final now
             metrics.update(self._score(loader, "val", raw=True, main=False))
         self.state.val_metrics, self.state.last_val_step = metrics, self.state.step
         shown = {*self.policy.summary_metrics(), self.monitor.split("/")[-1]}
@@ -332,8 +389,9 @@ class Trainer:
         run_state = self.state.state_dict(metrics)  # a collective: every rank's RNG state
         if not dist.is_main():
             return
-        payload = training_payload(run_state, self.config, self.data.state_dict(), policy=self.policy, ema=self.ema,
-                                   optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
+        payload = training_payload(run_state, self.run_config, self.data.state_dict(), policy=self.policy,
+                                   ema=self.ema, optimizer=self.optimizer, scheduler=self.scheduler,
+                                   scaler=self.scaler)
         self.checkpointer.write(payload, topk, dropped, last=last)
 
     def resume_checkpoint(self) -> tuple[dict[str, Any], Path] | None:
@@ -344,7 +402,7 @@ class Trainer:
         return self._resumed
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
-        ema_kept = restore_training(ckpt, path, self.config, policy=self.policy, ema=self.ema,
+        ema_kept = restore_training(ckpt, path, self.run_config, policy=self.policy, ema=self.ema,
                                     optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
         if self.ema is not None and not ema_kept:
             self.ema = self.ema_factory(self.policy)  # restarts from the loaded weights

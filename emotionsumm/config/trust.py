@@ -17,10 +17,11 @@ code; name the exact target in a config of your own instead.
 
 A string is judged before anything is imported (an import runs code): only emotionsumm modules and those
 of trusted packages are ever imported here, and the object reached must be defined there (not a re-export
-such as `emotionsumm.runtime.instantiate` or `mylab.models.os.system`). emotionsumm functions are allowed
-only when a config names them: emotionsumm's own helpers write files at given paths (`atomic_write_text`).
-Interpolations (`${...}`) are refused too: a stored config is already resolved, and a resolver
-(`oc.env`, custom ones) would be chosen by the config's author.
+such as `emotionsumm.config.builders.instantiate` or `mylab.models.os.system`). emotionsumm functions are
+allowed only when a config names them: emotionsumm's own helpers write files at given paths (`atomic_write_text`).
+A name from before the packages by role (`emotionsumm.trainer.Trainer`) is judged by the name it has now
+(`config.renames`): allowed exactly when that one is. Interpolations (`${...}`) are refused too: a stored
+config is already resolved, and a resolver (`oc.env`, custom ones) would be chosen by the config's author.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from .config import CONFIG_DIR
+from .core import CONFIG_DIR
+from .renames import current_target
 
 PACKAGE = "emotionsumm"
 # top-level packages `trust=[…]` refuses: the standard library, emotionsumm (its helpers write files) and the
@@ -118,7 +120,7 @@ def _defined_object(target: str, package: str) -> Any:
                 if exc.name == name:
                     return None
                 raise
-        if child is not sys.modules.get(name):  # e.g. `emotionsumm.checkpoint.os`: a re-export
+        if child is not sys.modules.get(name):  # e.g. `emotionsumm.training.checkpoint.os`: a re-export
             return None
         obj = child
     found = getattr(obj, parts[-1], None)
@@ -183,6 +185,7 @@ class Trust:
         """Why `target` may not be built from a stored config, or None when it may."""
         if not isinstance(target, str):
             return f"is of type {type(target).__name__}, not a string naming a class"
+        target = current_target(target)  # a checkpoint written before the packages by role: judged by its new name
         if self.named_by_configs(target):
             return None
         if _within(target, PACKAGE):

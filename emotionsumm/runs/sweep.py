@@ -1,6 +1,6 @@
 """Sweeps that survive interruption: stable job dirs, jobs that skip or resume, failures recorded.
 
-A job's dir is `<job number>-<hash of its overrides>` (`runs.job_subdir`) and is found again by the
+A job's dir is `<job number>-<hash of its overrides>` (`layout.job_subdir`) and is found again by the
 hash, so rerunning the same multirun command with the same `hydra.sweep.dir` (even with a grown grid)
 maps each job to its old dir: a job with a metrics.json is skipped, any other resumes from its last
 checkpoint (`trainer.resume=auto`). A failing job writes `error.txt` instead of stopping the sweep;
@@ -33,11 +33,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import runs
-from .config import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
-from .interrupt import STOP_SIGNALS, StoppedEarly, signal_name
-from .runguard import RunDirHasResults, check_run_dir
-from .runs import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
+from ..config.core import RUN_STAMP_ENV, env_world_size, flatten, run_stamp
+from ..training.stop import STOP_SIGNALS, StoppedEarly, signal_name
+from . import layout
+from .guard import RunDirHasResults, check_run_dir
+from .layout import ERROR_FILE, METRICS_FILE, MLFLOW_RUN_FILE, load_jobs, swept_keys
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ def current_sweep_dir() -> Path | None:
     return Path(str(HydraConfig.get().sweep.dir)) if in_multirun() else None
 
 
-def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """What a job returns to the sweeper: `runs.objective` of its `trainer.monitor`."""
-    return runs.objective(cfg.trainer.monitor, metrics)
+def sweeper_result(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """What a job returns to the sweeper: `layout.objective_value` of its `trainer.monitor`."""
+    return layout.objective_value(cfg.trainer.monitor, metrics)
 
 
 def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) -> float | None:
@@ -75,18 +75,18 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
     done = run_dir / METRICS_FILE
     if done.is_file():
         log.info("skipping finished job %s (%s exists)", run_dir.name, done)
-        return objective(cfg, json.loads(done.read_text()))
+        return sweeper_result(cfg, json.loads(done.read_text()))
     try:  # a smoke run (fast_dev_run) never resumes a started job and passes for its results
         check_run_dir(run_dir, {**cfg.trainer, "resume": "auto"})
     except RunDirHasResults as err:
         log.error("skipping job %s: %s", run_dir.name, str(err.code).removeprefix("error: "))
         return None
-    from . import distributed as dist
+    from ..training import distributed as dist
 
     if env_world_size() > 1:  # one task per GPU started by SLURM (launcher=slurm)
         dist.init_from_env()
     worker = _restore_start_method()
-    from .runlock import run_dir_lock
+    from .lock import run_dir_lock
 
     # a second launcher of the same sweep stops here (RunDirInUse); a signal (Interrupted) is no failure
     with (_launcher_watched() if worker else contextlib.nullcontext(),
@@ -95,12 +95,12 @@ def run_sweep_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float
         if cfg.trainer.get("resume") is None:
             cfg.trainer.resume = "auto"
         try:
-            return objective(cfg, train(cfg))
+            return sweeper_result(cfg, train(cfg))
         except Exception:
             overrides = " ".join(HydraConfig.get().overrides.task)
             log.exception("job %s failed (overrides: %s); the sweep carries on", run_dir.name, overrides)
             if dist.is_main():
-                from .io import atomic_write_text
+                from .atomic import atomic_write_text
 
                 atomic_write_text(f"overrides: {overrides}\n\n{traceback.format_exc()}", run_dir / ERROR_FILE)
             return None
@@ -171,7 +171,7 @@ def _stop_sweep(sweep_dir: Path) -> Callable[[int, FrameType | None], None]:
     way (SIGTERM: it saves last.ckpt), wait for them, say which and how to resume, exit 128 + signal."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        from .runlock import holder
+        from .lock import holder
 
         for sig in STOP_SIGNALS:  # one stop at a time (workers get SIGTERM once); Ctrl-C again aborts
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_IGN)
@@ -274,7 +274,7 @@ class SweepCallback(Callback):
                 signal.signal(signum, handler)
 
     def _end(self, config: DictConfig) -> None:
-        from .report import ReportError, write_report
+        from ..report import ReportError, write_report
 
         if self._set_stamp:
             os.environ.pop(RUN_STAMP_ENV, None)
@@ -287,7 +287,7 @@ class SweepCallback(Callback):
                 log.warning("no sweep report: %s", err)
         failed = [job for job in jobs if job.status == "failed"]
         if (sweep_dir / MLFLOW_RUN_FILE).is_file():  # logger=mlflow: the sweep's parent run ends here
-            from .mlflow_logger import end_sweep_run
+            from ..tracking.mlflow_logger import end_sweep_run
 
             end_sweep_run(sweep_dir, failed=bool(failed))
         done = sum(job.status == "finished" for job in jobs)

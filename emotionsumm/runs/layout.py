@@ -34,11 +34,6 @@ MULTIRUN_FILE = "multirun.yaml"
 OPTUNA_RESULTS_FILE = "optimization_results.yaml"  # the Optuna sweeper's best params and value
 
 
-def confusion_file(split: str) -> str:
-    """The confusion matrix image a classification run writes for `split` (val, test)."""
-    return f"confusion_{split}.png"
-
-
 # ---- job dir names -------------------------------------------------------------------------------------------
 def override_hash(overrides: Sequence[str]) -> str:
     """8 hex digits identifying a job by its overrides (order-insensitive)."""
@@ -67,7 +62,7 @@ def objective_key(monitor: str, metrics: Mapping[str, Any]) -> str | None:
     return next((key for key in (f"best/{monitor}", monitor) if key in metrics), None)
 
 
-def objective(monitor: str, metrics: Mapping[str, Any]) -> float | None:
+def objective_value(monitor: str, metrics: Mapping[str, Any]) -> float | None:
     """The value of `objective_key`; None (a failed trial for the Optuna sweeper) if there is none."""
     key = objective_key(monitor, metrics)
     return None if key is None or metrics[key] is None else float(metrics[key])

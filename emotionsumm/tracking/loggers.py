@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .io import atomic_write_text
-from .runs import CSV_FILE
+from ..runs.atomic import atomic_write_text
+from ..runs.layout import CSV_FILE
 
 log = logging.getLogger(__name__)
 HISTOGRAM_BINS = 64

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .runguard import check_run_dir
+from .guard import check_run_dir
 
 LOCK_FILE = ".lock"
 _held: dict[Path, int] = {}  # run dir -> fd of the lock file this process holds

@@ -19,9 +19,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .ranges import range_error, range_errors
+
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # emotionsumm/ (this file is emotionsumm/config/core.py)
 # the checkout this package runs from (editable install, tests); in an installed wheel: site-packages
 PROJECT_ROOT = PACKAGE_DIR.parent
 
@@ -64,7 +66,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("job_subdir"):  # multirun job dirs `<num>-<hash of overrides>`
-        from .runs import job_subdir
+        from ..runs.layout import job_subdir
 
         OmegaConf.register_new_resolver("job_subdir", job_subdir)
 
@@ -102,22 +104,6 @@ def require_choice(key: str, value: Any, allowed: list[Any] | tuple[Any, ...]) -
     """Raise a ValueError naming the key, the value and the allowed values."""
     if value not in allowed:
         raise ValueError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
-
-
-def range_error(key: str, value: float, low: float | None = None, high: float | None = None, *,
-                low_open: bool = False, high_open: bool = False, note: str = "") -> str | None:
-    """The message of `require_range` if `value` is outside the range (NaN is outside any), else None."""
-    below = low is not None and not (value > low if low_open else value >= low)
-    above = high is not None and not (value < high if high_open else value <= high)
-    if not (below or above):
-        return None
-    if high is None:
-        allowed = f"{'>' if low_open else '>='} {low}"
-    elif low is None:
-        allowed = f"{'<' if high_open else '<='} {high}"
-    else:
-        allowed = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    return f"{key}={value!r} is out of range; allowed: {allowed}{f' {note}' if note else ''}"
 
 
 def require_range(key: str, value: float, low: float | None = None, high: float | None = None, *,
@@ -227,8 +213,6 @@ def _check_node(node: DictConfig, path: str, errors: list[str]) -> None:
 
 
 def _range_errors(key: str, value: Any) -> list[str]:
-    from .ranges import range_errors  # ranges imports range_error from here
-
     return range_errors(key, value)
 
 

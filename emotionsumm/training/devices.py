@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .config import require_choice
+from ..config.core import require_choice
 
 PRECISIONS = ("32", "bf16", "16")
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu")

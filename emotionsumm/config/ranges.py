@@ -1,6 +1,6 @@
 """The allowed range of every numeric setting the shipped configs have, in one table.
 
-`config.validate_config` checks a composed config against it before anything is built; the Trainer, the
+`core.validate_config` checks a composed config against it before anything is built; the Trainer, the
 EMA and the schedulers check their own arguments against the same rules when they are constructed directly
 (tests, benchmarks). Keys are config paths (`fnmatch` patterns where a key recurs, e.g. every `model.…dropout`)
 and apply whichever `_target_` the node has (these names mean the same in every optimizer, model or data class);
@@ -16,7 +16,21 @@ from typing import Any
 
 from omegaconf import ListConfig
 
-from .config import range_error
+
+def range_error(key: str, value: float, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, note: str = "") -> str | None:
+    """The message of `require_range` if `value` is outside the range (NaN is outside any), else None."""
+    below = low is not None and not (value > low if low_open else value >= low)
+    above = high is not None and not (value < high if high_open else value <= high)
+    if not (below or above):
+        return None
+    if high is None:
+        allowed = f"{'>' if low_open else '>='} {low}"
+    elif low is None:
+        allowed = f"{'<' if high_open else '<='} {high}"
+    else:
+        allowed = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return f"{key}={value!r} is out of range; allowed: {allowed}{f' {note}' if note else ''}"
 
 
 @dataclass(frozen=True)

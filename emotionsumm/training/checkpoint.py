@@ -1,4 +1,4 @@
-"""Checkpoints: safe (`weights_only`) loads, and top-k + last bookkeeping (written through `io`)."""
+"""Checkpoints: safe (`weights_only`) loads, and top-k + last bookkeeping (written through `runs.atomic`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config.core import flatten
+from ..config.renames import current_targets
+from ..config.trust import SHIPPED, Trust, UntrustedConfigError, check_config
+from ..runs.atomic import TMP_PREFIX, atomic_save
 from . import distributed as dist
-from .config import flatten
-from .io import TMP_PREFIX, atomic_save
-from .target_allowlist import SHIPPED, Trust, UntrustedConfigError, check_config
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt", trust: Trust = SHIPPED)
             f"{key}: {path}: refusing to build from this checkpoint: {exc}; nothing was run. Only use checkpoints "
             "from people you trust."
         ) from None
+    payload["config"] = current_targets(payload["config"])  # written before the packages by role: today's names
     return payload
 
 

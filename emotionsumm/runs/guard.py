@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .runs import METRICS_FILE
+from .layout import METRICS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Metrics: classification (accuracy, F1, confusion), ROUGE and the summarization baselines."""

@@ -1,0 +1,1 @@
+"""Where metrics go: TensorBoard/CSV/MLflow loggers, plots and the progress line."""
