@@ -12,7 +12,7 @@ from typing import IO, Any
 import pytest
 import torch
 
-from emotionsumm import io
+from emotionsumm.runs import atomic
 from emotionsumm.runs.atomic import TMP_PREFIX, DiskFullError, atomic_save
 
 OLD = {"step": 1, "w": torch.arange(10.0)}
@@ -57,7 +57,7 @@ def test_enospc_inside_torch_save_is_a_disk_full_error(tmp_path, monkeypatch, pr
     if previous:
         atomic_save(OLD, path)
     fdopen = os.fdopen
-    monkeypatch.setattr(io.os, "fdopen", lambda *a, **k: FillsUp(fdopen(*a, **k), room=100_000))
+    monkeypatch.setattr(atomic.os, "fdopen", lambda *a, **k: FillsUp(fdopen(*a, **k), room=100_000))
     with pytest.raises(DiskFullError) as err:
         atomic_save(BIG, path)
     assert_reported(path, err, previous)
