@@ -22,12 +22,13 @@ HYDRA_FILES = {".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/over
 # sends itself SIGNAL when the data is being built (the StopRequest is installed, training has not started)
 DURING_DATA = """
 import os, signal
-from emotionsumm import runtime, train
-build_data = runtime.build_data
+from emotionsumm import train
+from emotionsumm.config import builders
+build_data = builders.build_data
 def signalled(*args, **kwargs):
     os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL"]))
     return build_data(*args, **kwargs)
-runtime.build_data = signalled
+builders.build_data = signalled
 train.main()
 """
 
