@@ -46,7 +46,9 @@ def baseline_names(value: Any) -> list[str]:
 
 def supports_baselines(data: Any) -> bool:
     """Whether `data` is classification data that can give a baseline its examples."""
-    return callable(getattr(data, "baseline_views", None)) and getattr(data, "task", None) == "classification"
+    from ..interfaces import BaselineData
+
+    return isinstance(data, BaselineData) and getattr(data, "task", None) == "classification"
 
 
 def majority_class(labels: Sequence[int], num_classes: int) -> int:
