@@ -150,3 +150,19 @@ def test_a_training_run_writes_the_baselines_unless_baseline_null(tmp_path, capl
 
     run_train(tmp_path / "off", [*steps, "baseline=null"])
     assert not [k for k in json.loads((tmp_path / "off" / "metrics.json").read_text()) if k.startswith("baseline")]
+
+
+def test_run_baselines_skips_regression_and_other_data_and_a_failing_baseline_only_warns(caplog):
+    data = Views({"train": blobs(40, 0), "test": blobs(20, 1)}, ["a", "b", "c"])
+    assert cb.run_baselines([], data) is None and cb.run_baselines(["linear"], object()) is None
+    data.task = "regression"
+    assert cb.run_baselines(["linear"], data) is None
+    data.task = "classification"
+    data.baseline_views = lambda split: (_ for _ in ()).throw(MemoryError("too big"))
+    final = cb.run_baselines(["majority", "linear"], data)
+    with caplog.at_level(logging.WARNING):
+        extra = final({"test/acc": 0.9})
+    assert sorted(extra) == [f"baseline/majority/test/{m}" for m in ("acc", "macro_f1", "uar")]
+    assert [r.getMessage() for r in caplog.records] == [
+        "baseline linear failed (MemoryError: too big); metrics.json has no baseline/linear/… (baseline=null turns "
+        "the baselines off)"]

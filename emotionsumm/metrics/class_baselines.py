@@ -67,8 +67,9 @@ class Featurizer:
 
         for name, view in views.items():
             if isinstance(view, np.ndarray):
-                mean = np.nanmean(view, axis=0) if len(view) else np.zeros(view.shape[1])
-                std = np.nanstd(view, axis=0) if len(view) else np.ones(view.shape[1])
+                with warnings.catch_warnings():  # a column missing in every training row: mean 0, std 1
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean, std = np.nanmean(view, axis=0), np.nanstd(view, axis=0)
                 mean, std = np.nan_to_num(mean), np.nan_to_num(std)
                 self.parts[name] = (mean, np.where(std > 1e-6, std, 1.0))
             else:
@@ -202,7 +203,12 @@ def run_baselines(names: Sequence[str], data: Any) -> Callable[[dict[str, Any]],
     def final(metrics: dict[str, Any]) -> dict[str, float]:
         out: dict[str, float] = {}
         for name in names:
-            scores, details = score_baseline(name, data, ("val", "test"))
+            try:
+                scores, details = score_baseline(name, data, ("val", "test"))
+            except Exception as exc:  # the run's own metrics matter more: say so and write them
+                log.warning("baseline %s failed (%s: %s); metrics.json has no baseline/%s/… (baseline=null turns "
+                            "the baselines off)", name, type(exc).__name__, exc, name)
+                continue
             for split, values in scores.items():
                 out.update({f"baseline/{name}/{split}/{k}": values[k] for k in RUN_METRICS})
             if "C" in details:
