@@ -166,3 +166,28 @@ def test_run_baselines_skips_regression_and_other_data_and_a_failing_baseline_on
     assert [r.getMessage() for r in caplog.records] == [
         "baseline linear failed (MemoryError: too big); metrics.json has no baseline/linear/… (baseline=null turns "
         "the baselines off)"]
+
+
+def test_multimodal_views_concatenate_the_modalities_and_mark_missing_ones(tmp_path):
+    from emotionsumm.data.multimodal import MultimodalData
+
+    from .test_fusion import TINY_AUDIO, TINY_IMAGE, media, write_manifest
+
+    wav, png = media(tmp_path)
+    train = write_manifest(tmp_path / "train.jsonl", [
+        {"text": "so happy", "audio": wav, "image": png, "label": "joy"}, {"text": "so sad", "label": "sadness"}])
+    test = write_manifest(tmp_path / "test.jsonl", [{"text": "happy", "label": "joy"}])  # no audio, no image
+    data = MultimodalData(files={"train": str(train), "test": str(test)}, audio=TINY_AUDIO, image=TINY_IMAGE,
+                          text={"vocab_size": 60, "max_length": 8})
+    data.setup(None, splits=("train", "test"))
+    views = data.baseline_views("train")
+    assert views["text"] == ["so happy", "so sad"]
+    assert views["audio"].shape == (2, 16) and np.isnan(views["audio"][1]).all()  # mean and std of 8 mel bins
+    pixels = np.arange(64, dtype=np.float32).reshape(8, 8) / 255  # the 8x8 image averaged down to 16x16 = upsampled
+    assert views["image"].shape == (2, 256) and views["image"][0].reshape(16, 16)[::2, ::2] == pytest.approx(pixels)
+    test_views = data.baseline_views("test")  # no test row has audio or image: all NaN, of the training width
+    assert test_views["text"] == ["happy"]
+    assert test_views["audio"].shape == (1, 16) and np.isnan(test_views["audio"]).all()
+    assert test_views["image"].shape == (1, 256) and np.isnan(test_views["image"]).all()
+    scores, _ = score_baseline("linear", data, ("test",))  # "happy" was said with joy; missing media count as mean
+    assert scores["test"]["acc"] == 1.0

@@ -263,8 +263,10 @@ class MultimodalData(TableData):
         for name, represent in numeric.items():
             if name in self.active:
                 vectors = [represent(item[name]) if item.get(name) is not None else None for item in dataset.inputs]
-                dim = next(len(v) for v in vectors if v is not None) if any(v is not None for v in vectors) else 1
-                views[name] = np.stack([np.full(dim, np.nan, dtype=np.float32) if v is None else v.numpy()
+                some = next((v for v in vectors if v is not None), None)
+                if some is None:  # no row of this split has it; a training row does (else it is not active)
+                    some = represent(next(i[name] for i in self.datasets["train"].inputs if i.get(name) is not None))
+                views[name] = np.stack([np.full(len(some), np.nan, dtype=np.float32) if v is None else v.numpy()
                                         for v in vectors])
         return views
 
