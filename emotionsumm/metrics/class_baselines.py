@@ -233,8 +233,9 @@ def evaluate_class_baseline(cfg: Any, run_dir: Any) -> dict[str, Any]:
     name, split = str(cfg.baseline), str(cfg.split)
     data = build_data(cfg, None, splits=tuple(dict.fromkeys(("train", "val", split))))
     if not supports_baselines(data):
-        raise ValueError(f"baseline={name} scores classification data; {cfg.data._target_} "
-                         f"(data.task={getattr(data, 'task', None)}) is not (summarization: baseline=lead3)")
+        what = "a regression task (data.task=regression) has no class to predict" if getattr(data, "task", None) \
+            == "regression" else f"{cfg.data._target_} is not classification data (summarization: baseline=lead3)"
+        raise ValueError(f"baseline={name} scores classification data; {what}")
     if data.dataset(split) is None:
         raise ValueError(f"baseline={name}: the data has no {split} split; choose split=val or split=test")
     scores, details = score_baseline(name, data, (split,))

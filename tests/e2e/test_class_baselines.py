@@ -40,4 +40,5 @@ def test_evaluate_scores_the_linear_and_the_majority_baseline_on_the_test_split(
 def test_a_classification_baseline_on_summarization_data_says_what_to_use(tmp_path):
     proc = cli("evaluate", "baseline=linear", "experiment=summarization", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
-    assert "baseline=linear scores classification data" in proc.stderr and "baseline=lead3" in proc.stderr
+    assert ("baseline=linear scores classification data; emotionsumm.data.dialogue.DialogueSummaryData is not "
+            "classification data (summarization: baseline=lead3)") in proc.stderr
