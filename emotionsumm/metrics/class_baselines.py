@@ -124,9 +124,10 @@ class LinearBaseline:
 
     def __init__(self, data: Any) -> None:
         self.data = data
-        self.featurize = Featurizer().fit(data.baseline_views("train"))
+        views = data.baseline_views("train")  # once: reading them may decode every clip
+        self.featurize = Featurizer().fit(views)
         self.y_train = np.asarray(data.dataset("train").labels, dtype=np.int64)
-        x_train = self.featurize(data.baseline_views("train"))
+        x_train = self.featurize(views)
         self.chosen_on, self.c = "train", 1.0
         if len(np.unique(self.y_train)) < 2:  # one class: nothing to fit, predict it
             self.model = None
@@ -139,9 +140,9 @@ class LinearBaseline:
             best = int(np.argmax([_accuracy(m, x_val, y_val) for m in fits]))  # first (smallest C) on a tie
             self.c, self.model = C_GRID[best], fits[best]
             return
-        fit_rows, held_rows = _holdout(self.y_train)
+        fit_rows, held_rows, stratified = _holdout(self.y_train)
         if len(held_rows):
-            self.chosen_on = f"a stratified {HOLDOUT:.0%} of train"
+            self.chosen_on = f"a {'stratified ' if stratified else ''}{HOLDOUT:.0%} of train"
             scores = [_accuracy(_fit(x_train[fit_rows], self.y_train[fit_rows], c), x_train[held_rows],
                                 self.y_train[held_rows]) for c in C_GRID]
             self.c = C_GRID[int(np.argmax(scores))]
@@ -156,20 +157,21 @@ class LinearBaseline:
         return {"C": self.c, "C_chosen_on": self.chosen_on}
 
 
-def _holdout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, held-out rows): a seeded split of train, stratified when every class has 2 rows or more."""
+def _holdout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(fit rows, held-out rows, stratified): a seeded split of train, stratified by class when every class has
+    enough rows for it; no held-out rows below 5 training rows."""
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(len(labels))
     if len(rows) < 5:
-        return rows, rows[:0]
-    counts = np.bincount(labels)
-    stratify = labels if counts[counts > 0].min() >= 2 else None
+        return rows, rows[:0], False
     try:
-        fit_rows, held_rows = train_test_split(rows, test_size=HOLDOUT, random_state=0, stratify=stratify)
-    except ValueError:  # too few rows per class for the share
+        fit_rows, held_rows = train_test_split(rows, test_size=HOLDOUT, random_state=0, stratify=labels)
+        stratified = True
+    except ValueError:  # a class with a single row, or fewer held-out rows than classes
         fit_rows, held_rows = train_test_split(rows, test_size=HOLDOUT, random_state=0)
-    return np.sort(fit_rows), np.sort(held_rows)
+        stratified = False
+    return np.sort(fit_rows), np.sort(held_rows), stratified
 
 
 def score_baseline(name: str, data: Any, splits: Sequence[str]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
