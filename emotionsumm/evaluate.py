@@ -4,7 +4,7 @@ Writes metrics.json into its own run dir and prints it. Uses the EMA weights whe
 checkpoint has them unless `weights=raw`. `+data.<key>=…` overrides the checkpoint's data config
 (e.g. another file for the split); `quantize=int8` quantises the Linear layers (CPU);
 `generation.num_beams=…` etc. replace a seq2seq checkpoint's decoding options.
-`baseline=lead3 experiment=<name>` scores a baseline on that experiment's data instead.
+`baseline=lead3|majority|linear experiment=<name>` scores a baseline on that experiment's data instead.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -96,6 +97,15 @@ class Predictable(Protocol):
     """What `predict` prints for a batch: one line per example."""
 
     def predict_rows(self, batch: Batch) -> list[str]: ...
+
+
+@runtime_checkable
+class BaselineData(Protocol):
+    """Classification data that gives the baselines (`metrics/class_baselines.py`) a cheap fixed representation of
+    the examples of a set-up split, in the order of `dataset(split).labels`."""
+
+    def baseline_views(self, split: str) -> dict[str, list[str] | np.ndarray]:
+        """Modality -> its texts (bag of words) or a float array [N, D] (NaN rows: the modality is missing)."""
 
 
 @runtime_checkable

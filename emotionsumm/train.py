@@ -42,10 +42,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured experiment; returns the final metrics (also in metrics.json)."""
     validate_config(cfg)
     from .config.trust import command_trust
+    from .metrics.class_baselines import baseline_names
     from .training import distributed as dist
     from .training.stop import StoppedEarly, StopRequest, disarm_early_stop, signal_name
 
     trust = command_trust(cfg)  # before anything runs: a bad `trust=` entry fails here
+    baseline_names(cfg.get("baseline"))  # and so does a bad `baseline=`
 
     run_dir = Path(cfg.paths.output_dir)
     try:
@@ -94,6 +96,7 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, f
     from hydra.utils import instantiate
 
     from .config.builders import build_data, build_policy, instantiate_enabled
+    from .metrics.class_baselines import baseline_names, run_baselines
     from .runs.atomic import write_json
     from .runs.provenance import provenance
     from .runs.sweep import current_sweep_dir
@@ -119,7 +122,8 @@ def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, f
                                                         cfg.get("group_lr")))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     stop.setting_up = False  # from here a signal saves after the optimizer step it arrives in
-    metrics = trainer.fit(policy, data, optimizer, scheduler)
+    baselines = run_baselines(baseline_names(cfg.get("baseline")), data) if dist.is_main() else None
+    metrics = trainer.fit(policy, data, optimizer, scheduler, final_metrics=baselines)
     if dist.is_main():
         write_json(metrics, run_dir / "metrics.json")
         log.info("metrics written to %s", run_dir / "metrics.json")

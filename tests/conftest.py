@@ -21,11 +21,12 @@ from omegaconf import DictConfig, open_dict
 from emotionsumm.config.core import CONFIG_DIR, PROJECT_ROOT, register_resolvers
 
 SHARED = Path(os.environ.get("EMOTIONSUMM_SHARED", PROJECT_ROOT.parent / "shared"))
-# A model and data small enough for a CPU test: a training step takes a few milliseconds.
+# A model and data small enough for a CPU test: a training step takes a few milliseconds. No baselines at the end
+# (importing scikit-learn and fitting them adds about 1 s to a run; tests/test_class_baselines.py checks them).
 TINY = [
     "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
     "data.vocab_size=400", "data.batch_size=16", "trainer.progress_bar=false", "trainer.log_every_n_steps=1",
-    "scheduler.warmup_steps=2",
+    "scheduler.warmup_steps=2", "baseline=null",
 ]
 
 

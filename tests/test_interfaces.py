@@ -11,7 +11,7 @@ from hydra.utils import get_class
 
 import emotionsumm.policies
 from emotionsumm.config.core import CONFIG_DIR
-from emotionsumm.interfaces import DataBuilder, FeatureManifestData, Policy
+from emotionsumm.interfaces import BaselineData, DataBuilder, FeatureManifestData, Policy
 
 DATA = sorted({line.split(":", 1)[1].strip() for f in Path(CONFIG_DIR, "data").glob("*.yaml")
                for line in f.read_text().splitlines() if line.startswith("_target_:")})
@@ -30,6 +30,8 @@ def test_shipped_data_classes_have_the_builder_shape_and_only_manifest_data_writ
     cls = get_class(target)
     assert all(callable(getattr(cls, m, None)) for m in _protocol_methods(DataBuilder)), target
     assert issubclass(cls, FeatureManifestData) == target.endswith("MultimodalData"), target
+    # every classification modality gives the baselines its examples; summarization has lead-k instead
+    assert issubclass(cls, BaselineData) == (not target.endswith("DialogueSummaryData")), target
 
 
 @pytest.mark.parametrize("target", POLICIES)
@@ -47,7 +49,7 @@ def test_one_policy_protocol_and_no_isinstance_on_concrete_data_classes():
                 policies.append(path.relative_to(PACKAGE).as_posix())
             if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance" and len(node.args) == 2
                     and isinstance(node.args[1], ast.Name) and node.args[1].id.endswith("Data")
-                    and node.args[1].id != "FeatureManifestData"):
+                    and node.args[1].id not in ("FeatureManifestData", "BaselineData")):
                 concrete_checks.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
     assert policies == ["interfaces.py"]
     assert not concrete_checks, concrete_checks

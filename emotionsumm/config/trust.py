@@ -47,7 +47,8 @@ PACKAGE = "emotionsumm"
 UNTRUSTABLE = frozenset(sys.stdlib_module_names) | {
     PACKAGE, "torch", "torchvision", "torchaudio", "hydra", "hydra_plugins", "omegaconf", "transformers",
     "tokenizers", "huggingface_hub", "safetensors", "numpy", "yaml", "tensorboard", "tqdm", "matplotlib", "soundfile",
-    "rouge_score", "mlflow", "optuna", "submitit", "joblib", "pip", "setuptools", "pkg_resources", "pytest", "_pytest",
+    "rouge_score", "sklearn", "scipy", "mlflow", "optuna", "submitit", "joblib", "pip", "setuptools", "pkg_resources",
+    "pytest", "_pytest",
 }
 
 

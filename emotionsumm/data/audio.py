@@ -17,11 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..config.core import require_choice
-from .audio_features import AudioPipeline, AudioReadError, FeatureCache, WaveformPipeline, probe_audio
+from .audio_features import (
+    AudioPipeline,
+    AudioReadError,
+    FeatureCache,
+    WaveformPipeline,
+    clip_statistics,
+    probe_audio,
+)
 from .readers import check_file, column, read_lines
 from .table import Examples, Row, TableData, TableDataset
 
@@ -176,6 +184,12 @@ class AudioClassificationData(TableData):
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
         return batch
+
+    def baseline_views(self, split: str) -> dict[str, np.ndarray]:
+        """Per-clip mean and std of each mel bin of the full-length log-mels (cached ones with cache_features)."""
+        extract = self.pipeline.extract
+        return {"audio": np.stack([clip_statistics(self.pipeline, v if isinstance(v, torch.Tensor) else extract(v))
+                                   .numpy() for v in self.datasets[split].inputs])}
 
     def model_kwargs(self) -> dict[str, Any]:
         return {**super().model_kwargs(), "n_mels": self.pipeline.n_mels}

@@ -36,7 +36,7 @@ from .audio_clips import (
 from .audio_waveform import WAVEFORM_SETTINGS, WaveformPipeline
 
 __all__ = ["AudioPipeline", "AudioReadError", "FeatureCache", "LOG_FLOOR", "Normalizer", "WaveformPipeline",
-           "probe_audio", "read_audio"]
+           "clip_statistics", "probe_audio", "read_audio"]
 
 LOG_FLOOR = 1e-6  # added to the mel power before the log; log(LOG_FLOOR) is the value of silence
 CACHE_VERSION = 1  # bump when `extract` changes, so old cached features are not reused
@@ -231,6 +231,15 @@ class AudioPipeline:
 
     def __call__(self, path: str | Path, train: bool = False) -> torch.Tensor:
         return self.transform(self.extract(path), train)
+
+
+def clip_statistics(pipeline: AudioPipeline | WaveformPipeline, raw: torch.Tensor) -> torch.Tensor:
+    """Per-mel-bin mean and std over time of a clip's full-length log-mel ([2 * n_mels]): the fixed representation
+    the linear baseline reads (metrics/class_baselines.py). `raw` is what `pipeline.extract` gives; a waveform
+    pipeline's waveform becomes a log-mel of the default settings at its sample rate."""
+    features = raw if pipeline.kind == "logmel" else AudioPipeline(sample_rate=pipeline.sample_rate).logmel(raw)
+    features = features.reshape(-1, features.shape[-1]).double()
+    return torch.cat([features.mean(dim=-1), features.std(dim=-1, correction=0)]).float()
 
 
 class FeatureCache:

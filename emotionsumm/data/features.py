@@ -219,6 +219,13 @@ class FeatureModality:
         """The example normalised (unchanged with normalize=false)."""
         return (example - self.mean) / self.std if self.normalize else example
 
+    def pooled(self, example: torch.Tensor | None) -> torch.Tensor:
+        """One loaded example as a [D] vector (a sequence's frames averaged), NaN when missing: the fixed
+        representation the linear baseline reads (metrics/class_baselines.py)."""
+        if example is None:
+            return torch.full((self.dim,), float("nan"))
+        return example.double().mean(dim=0).float() if self.sequence else example
+
     def collate(self, examples: list[torch.Tensor | None]) -> dict[str, torch.Tensor]:
         """`features` (zeros where missing; sequences padded at the end), `frame_mask` (sequences), `mask`."""
         present = torch.tensor([x is not None for x in examples])

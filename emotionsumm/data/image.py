@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config.core import require_choice
-from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError
+from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError, thumbnail
 from .readers import check_file, column, read_lines
 from .table import Examples, Row, TableData, TableDataset
 
@@ -162,6 +162,12 @@ class ImageClassificationData(TableData):
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
         return batch
+
+    def baseline_views(self, split: str) -> dict[str, np.ndarray]:
+        """The images averaged down to 16 x 16 pixels (the preloaded ones, else read again)."""
+        load = self.pipeline.load
+        return {"image": np.stack([thumbnail(v if isinstance(v, torch.Tensor) else load(v)).numpy()
+                                   for v in self.datasets[split].inputs])}
 
     def model_kwargs(self) -> dict[str, Any]:
         return {**super().model_kwargs(), "in_channels": self.pipeline.channels}

@@ -94,6 +94,13 @@ def build_augmentation(size: tuple[int, int], augment: Mapping[str, Any] | None)
     return v2.Compose(steps) if steps else None
 
 
+def thumbnail(image: torch.Tensor, side: int = 16) -> torch.Tensor:
+    """A uint8 [C, H, W] image averaged down to side x side pixels in 0..1, flattened ([C * side * side]): the
+    fixed representation the linear baseline reads (metrics/class_baselines.py)."""
+    small = torch.nn.functional.interpolate(image[None].float() / 255, size=(side, side), mode="area")
+    return small.flatten()
+
+
 class ImagePipeline:
     """Load → convert channels → resize (→ histogram-equalise) (uint8 [C, H, W]); then augment (training)
     → normalise (float).

@@ -24,13 +24,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config.core import require_choice
 from . import tokenizers as toks
-from .audio_features import AudioPipeline, AudioReadError, FeatureCache
+from .audio_features import AudioPipeline, AudioReadError, FeatureCache, clip_statistics
 from .features import FeatureModality, FeatureReadError, feature_modalities, is_reference, rebase
-from .image_transforms import ImagePipeline, ImageReadError
+from .image_transforms import ImagePipeline, ImageReadError, thumbnail
 from .readers import check_file, read_rows, text_value
 from .table import BadRow, Examples, Row, TableData, TableDataset
 
@@ -45,13 +46,13 @@ MEDIA_KEYS = {"text": ("input_ids", "attention_mask"), "audio": ("features",), "
 
 class MultimodalDataset(TableDataset):
     """Per row: token ids, full-length log-mels, a uint8 image and feature arrays (each absent when missing)
-    and a class id."""
+    and a class id; `texts` are the texts themselves (None where missing, or without a text modality)."""
 
     def __init__(self, inputs: list[dict[str, Any]], labels: list[int | None], names: list[str],
                  audio: AudioPipeline, image: ImagePipeline, features: Mapping[str, FeatureModality],
-                 train: bool = False) -> None:
+                 train: bool = False, texts: list[str | None] | None = None) -> None:
         super().__init__(inputs, labels, names, train=train)
-        self.audio, self.image, self.features = audio, image, features
+        self.audio, self.image, self.features, self.texts = audio, image, features, texts
 
     def transform(self, raw: dict[str, Any], train: bool) -> dict[str, Any]:
         item: dict[str, Any] = {"text": raw.get("text")}
@@ -243,13 +244,31 @@ class MultimodalData(TableData):
 
     def _dataset(self, inputs: list[dict[str, Any]], labels: list[int | None], names: list[str],
                  train: bool = False) -> MultimodalDataset:
+        texts = None
         if "text" in self.active:  # tokenized once; a missing text becomes the empty text, masked later
-            texts = [i.get("text") or "" for i in inputs]
-            encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+            texts = [i.get("text") for i in inputs]
+            encoded = self.tokenizer([t or "" for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
             for item, ids in zip(inputs, encoded):
                 item["text"] = (ids, item.get("text") is not None)
         features = {n: f for n, f in self.features.items() if n in self.active}
-        return MultimodalDataset(inputs, labels, names, self.audio, self.image, features, train)
+        return MultimodalDataset(inputs, labels, names, self.audio, self.image, features, train, texts)
+
+    def baseline_views(self, split: str) -> dict[str, list[str | None] | np.ndarray]:
+        """Per active modality: the texts, the clips' log-mel statistics, the images at 16 x 16 pixels and the
+        feature vectors (sequences averaged), each NaN where a row lacks it (a missing text: None)."""
+        dataset = self.datasets[split]
+        views: dict[str, Any] = {"text": dataset.texts} if "text" in self.active else {}
+        numeric = {"audio": lambda x: clip_statistics(self.audio, x), "image": thumbnail,
+                   **{n: f.pooled for n, f in self.features.items() if n in self.active}}
+        for name, represent in numeric.items():
+            if name in self.active:
+                vectors = [represent(item[name]) if item.get(name) is not None else None for item in dataset.inputs]
+                some = next((v for v in vectors if v is not None), None)
+                if some is None:  # no row of this split has it; a training row does (else it is not active)
+                    some = represent(next(i[name] for i in self.datasets["train"].inputs if i.get(name) is not None))
+                views[name] = np.stack([np.full(len(some), np.nan, dtype=np.float32) if v is None else v.numpy()
+                                        for v in vectors])
+        return views
 
     def describe(self) -> str:
         return f"; modalities {self.active}" + "".join(f.describe() for n, f in self.features.items()

@@ -18,12 +18,12 @@ log = logging.getLogger(__name__)
 
 
 class TextDataset(TableDataset):
-    """Token ids (`input_ids`, optional `token_type_ids`) of texts; `texts` are the texts themselves."""
+    """Token ids (`input_ids`, optional `token_type_ids`) of texts; `texts` (and `pairs`) are the texts themselves."""
 
     def __init__(self, encoded: list[dict[str, Any]], labels: list[int] | None, texts: list[str],
-                 names: list[str]) -> None:
+                 names: list[str], pairs: list[str] | None = None) -> None:
         super().__init__(encoded, labels, names)
-        self.texts = texts
+        self.texts, self.pairs = texts, pairs
 
     def transform(self, value: dict[str, Any], train: bool) -> dict[str, Any]:
         return dict(value)
@@ -115,7 +115,7 @@ class TextClassificationData(TableData):
             if pairs is not None:
                 example["token_type_ids"] = enc["token_type_ids"][i]
             encoded.append(example)
-        return TextDataset(encoded, labels, texts, names)
+        return TextDataset(encoded, labels, texts, names, pairs)
 
     # ---- what the trainer, model and policy need ------------------------------------------
     def predict_dataset(self, source: str) -> TextDataset:
@@ -143,6 +143,11 @@ class TextClassificationData(TableData):
             batch["labels"] = torch.tensor([ex["label"] for ex in examples],
                                            dtype=torch.float32 if self.regression else torch.long)
         return batch
+
+    def baseline_views(self, split: str) -> dict[str, list[str]]:
+        """The texts (and pairs) of a split, for the bag-of-words baseline."""
+        dataset = self.datasets[split]
+        return {"text": dataset.texts, **({"text_pair": dataset.pairs} if dataset.pairs is not None else {})}
 
     def model_kwargs(self) -> dict[str, Any]:
         tok = self.tokenizer

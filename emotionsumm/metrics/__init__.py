@@ -1,1 +1,1 @@
-"""Metrics: classification (accuracy, F1, confusion), ROUGE and the summarization baselines."""
+"""Metrics: classification (accuracy, F1, confusion), ROUGE, the summarization and classification baselines."""

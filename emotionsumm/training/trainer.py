@@ -130,8 +130,11 @@ class Trainer:
         self.model = DistributedDataParallel(module, device_ids=ids) if dist.is_distributed() else module
 
     def fit(self, policy: Policy, data: Data, optimizer: torch.optim.Optimizer,
-            scheduler: Callable[..., Any] | None = None) -> dict[str, float]:
-        """Train, validate, checkpoint; then test the best checkpoint. Returns the metrics."""
+            scheduler: Callable[..., Any] | None = None,
+            final_metrics: Callable[[dict[str, Any]], dict[str, float]] | None = None) -> dict[str, float]:
+        """Train, validate, checkpoint; then test the best checkpoint. Returns the metrics. `final_metrics` (rank 0)
+        adds metrics computed from the final ones (e.g. baselines), logged at the final step."""
+        self.final_metrics = final_metrics
         if self.precision == "16" and self.device.type != "cuda":
             raise ValueError("trainer.precision=16 needs a CUDA device; use bf16 or 32 on CPU")
         self.policy, self.optimizer, self.data = policy.to(self.device), optimizer, data
@@ -325,6 +328,10 @@ class Trainer:
         if self.test_after_fit and data.dataset("test") is not None:
             self.checkpointer.load_best(self.policy, self.ema, self.trust)
             metrics.update(self.score_split(data, "test"))
+        if self.final_metrics is not None and dist.is_main():
+            extra = self.final_metrics(metrics)
+            self.logger.log_scalars(extra, self.state.step)
+            metrics.update(extra)
         self.logger.log_hparams({k: v for k, v in flatten(self.run_config).items() if not k.startswith("hydra")},
                                 {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         self.logger.close()
