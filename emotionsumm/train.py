@@ -31,7 +31,7 @@ from .config.core import (
     run_stamp,
     validate_config,
 )
-from .runs.guard import clear_previous
+from .runs.guard import clear_previous, files_of, written_since
 from .runs.lock import run_dir_lock
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         with run_dir_lock(run_dir) if dist.is_main() else contextlib.nullcontext(), StopRequest() as stop:
             # under DDP a rank must not leave alone (the others would wait in a collective): all stop after step 1
-            stop.setting_up, before = dist.world_size() == 1, _files(run_dir)
+            stop.setting_up, before = dist.world_size() == 1, files_of(run_dir)
             try:
                 if dist.is_main() and cfg.trainer.get("overwrite") and not cfg.trainer.get("resume"):
                     clear_previous(run_dir)
@@ -61,35 +61,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             except StoppedEarly as early:
                 if dist.is_main():
                     log.warning("stopped by %s before training; %s", signal_name(early.signum),
-                                _written(run_dir, before))
+                                written_since(run_dir, before))
                 early.reported = True
                 raise
     finally:  # StopRequest has put main()'s handlers back: a signal from now on is not 'before training'
         disarm_early_stop()
-
-
-def _files(run_dir: Path) -> dict[Path, tuple[int, int]]:
-    """Every file under run_dir but Hydra's (.hydra/, <job>.log) and the lock: path -> (size, mtime)."""
-    files = {}
-    for path in run_dir.rglob("*") if run_dir.is_dir() else ():
-        top = path.relative_to(run_dir).parts[0]
-        if top in (".hydra", ".lock") or (path.parent == run_dir and path.suffix == ".log"):
-            continue
-        with contextlib.suppress(OSError):  # a temp file may vanish meanwhile
-            if path.is_file():
-                files[path] = (path.stat().st_size, path.stat().st_mtime_ns)
-    return files
-
-
-def _written(run_dir: Path, before: dict[Path, tuple[int, int]]) -> str:
-    """What this run wrote into run_dir (files new or changed since `before`), in words."""
-    now = _files(run_dir)
-    changed = sorted(str(p.relative_to(run_dir)) for p, stat in now.items() if before.get(p) != stat)
-    gone = sorted(str(p.relative_to(run_dir)) for p in before.keys() - now.keys())  # trainer.overwrite=true
-    if not changed and not gone:
-        return "nothing was written"
-    return "; ".join([*([f"it wrote only {', '.join(changed)} (no checkpoint, no metrics)"] if changed else []),
-                      *([f"trainer.overwrite=true deleted {', '.join(gone)}"] if gone else [])])
 
 
 def _train(cfg: DictConfig, run_dir: Path, stop: Any, trust: Any) -> dict[str, float]:

@@ -14,6 +14,7 @@ needs, and nothing in it decides which files are written:
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import re
@@ -80,15 +81,16 @@ def check_roles(stored: dict[str, Any]) -> None:
                                         f"{name} config builds modules only")
 
 
-def _writable_keys(node: Any, path: str = "data") -> Iterator[str]:
-    """Key paths of the directories a data config writes to: `demo_dir` and `cache_dir`/`*_cache_dir`."""
+def _writable_dirs(node: Any, path: str = "data") -> Iterator[tuple[dict[str, Any], str, str]]:
+    """(parent node, key, key path) of the directories a data config writes to: `demo_dir` and
+    `cache_dir`/`*_cache_dir`."""
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}"
             if isinstance(value, dict):
-                yield from _writable_keys(value, where)
+                yield from _writable_dirs(value, where)
             elif key == "demo_dir" or key == "cache_dir" or str(key).endswith("_cache_dir"):
-                yield where
+                yield node, key, where
 
 
 def _reroot(value: Any, stored_cache: str | None, cache_dir: Path, key: str) -> str | None:
@@ -107,34 +109,18 @@ def _reroot(value: Any, stored_cache: str | None, cache_dir: Path, key: str) -> 
     return str(cache_dir.joinpath(*tail.parts))
 
 
-def _select(data: dict[str, Any], key: str) -> Any:
-    """The value of `data.<a>.<b>` in the data node."""
-    node: Any = data
-    for part in key.split(".")[1:]:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _assign(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set `data.<a>.<b>` in the data node."""
-    parts = key.split(".")[1:]
-    for part in parts[:-1]:
-        data = data[part]
-    data[parts[-1]] = value
-
-
 def inference_config(stored: dict[str, Any], cache_dir: str | Path, data_overrides: DictConfig | None = None,
                      source: str = "checkpoint") -> DictConfig:
     """The `model`, `policy` and `data` of a stored config, roles checked, write paths re-rooted under
     `cache_dir` (this command's), the command's `+data.…` overrides merged last; read paths logged."""
     check_roles(stored)
-    picked = {name: OmegaConf.to_container(OmegaConf.create(stored[name]), resolve=False) for name in REBUILT}
+    picked = {name: copy.deepcopy(stored[name]) for name in REBUILT}  # a stored config holds plain containers
     data = picked["data"]
     cache_dir = Path(cache_dir)
     stored_cache = (stored.get("paths") or {}).get("cache_dir")
     demo_old = data.get("demo_dir")
-    for key in list(_writable_keys(data)):
-        _assign(data, key, _reroot(_select(data, key), stored_cache, cache_dir, key))
+    for node, key, where in list(_writable_dirs(data)):
+        node[key] = _reroot(node[key], stored_cache, cache_dir, where)
     demo_new = data.get("demo_dir")
     if data.get("demo") and demo_old and demo_new:  # demo files follow their directory
         files = data.get("files") or {}

@@ -11,15 +11,15 @@ Light on purpose (no torch): it runs in a Hydra callback before anything is impo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
-from .layout import METRICS_FILE
+from .layout import CHECKPOINT_DIR, METRICS_FILE
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 class RunDirHasResults(SystemExit):
@@ -66,3 +66,28 @@ def clear_previous(run_dir: Path) -> None:
         path.unlink(missing_ok=True)
     if found:
         log.warning("trainer.overwrite=true: deleted the earlier run's %s", ", ".join(str(p) for p in found))
+
+
+def files_of(run_dir: Path) -> dict[Path, tuple[int, int]]:
+    """Every file under run_dir but Hydra's (.hydra/, <job>.log) and the lock: path -> (size, mtime)."""
+    files = {}
+    for path in run_dir.rglob("*") if run_dir.is_dir() else ():
+        top = path.relative_to(run_dir).parts[0]
+        if top in (".hydra", ".lock") or (path.parent == run_dir and path.suffix == ".log"):
+            continue
+        with contextlib.suppress(OSError):  # a temp file may vanish meanwhile
+            info = path.stat()
+            if S_ISREG(info.st_mode):
+                files[path] = (info.st_size, info.st_mtime_ns)
+    return files
+
+
+def written_since(run_dir: Path, before: dict[Path, tuple[int, int]]) -> str:
+    """What this run wrote into run_dir (files new or changed since `before`), in words."""
+    now = files_of(run_dir)
+    changed = sorted(str(p.relative_to(run_dir)) for p, stat in now.items() if before.get(p) != stat)
+    gone = sorted(str(p.relative_to(run_dir)) for p in before.keys() - now.keys())  # trainer.overwrite=true
+    if not changed and not gone:
+        return "nothing was written"
+    return "; ".join([*([f"it wrote only {', '.join(changed)} (no checkpoint, no metrics)"] if changed else []),
+                      *([f"trainer.overwrite=true deleted {', '.join(gone)}"] if gone else [])])

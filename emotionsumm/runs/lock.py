@@ -1,7 +1,7 @@
 """One process per run dir: an OS lock (`fcntl.flock` on `<run dir>/.lock`) held for the whole run.
 
 A second process on the same dir fails at once with the holder's PID (and a run that would replace an
-earlier run's results is refused, `runguard`, before anything is written). The OS drops the lock
+earlier run's results is refused, `guard`, before anything is written). The OS drops the lock
 when its process dies, so a SIGKILL leaves no stale lock behind. Single runs take the lock in
 `RunDirLock.on_run_start`, before Hydra writes `.hydra/` or the log file; sweep jobs and
 in-process `train(cfg)` calls take it in `train` (re-entrant within one process).
@@ -122,7 +122,7 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
 
 class RunDirLock(Callback):
     """Takes the run dir's lock before Hydra writes into it, refusing a run that would replace an earlier run's
-    results (`runguard`); only rank 0 under torchrun."""
+    results (`guard`); only rank 0 under torchrun."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if int(os.environ.get("RANK", "0")) != 0:

@@ -90,7 +90,7 @@ class Trainer:
         self.val_every_n_epochs, self.val_every_n_steps = val_every_n_epochs, val_every_n_steps
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.limits = {"train": limit_train_batches, "val": limit_val_batches, "test": limit_test_batches}
-        self.overfit_batches, self.log_every_n_steps = overfit_batches, max(1, log_every_n_steps)
+        self.overfit_batches, self.log_every_n_steps = overfit_batches, log_every_n_steps  # >= 1: require_ranges
         self.monitor, self.resume, self.test_after_fit = monitor, resume, test_after_fit
         self.progress_bar, self.seed = progress_bar, seed
         self.validate_raw, self.compile, self.compile_backend = validate_raw, compile, compile_backend
