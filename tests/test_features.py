@@ -283,3 +283,26 @@ def test_the_demo_corpus_holds_a_vector_view_and_a_sequence_view(tmp_path):
     assert all(r["visual_au"] or r["audio_lld"] for r in manifest)
     assert 0.05 < sum(r["visual_au"] is None for r in manifest) / len(manifest) < 0.15
     assert visual.masked_examples > 0 and audio.masked_frames > 0  # the NaNs the demo holds are masked
+
+
+def test_input_dropout_and_noise_act_in_training_only_and_off_change_nothing():
+    torch.manual_seed(0)
+    plain = FeatureMLP(num_classes=3, input_dim=8, hidden=16)
+    torch.manual_seed(0)
+    regularised = FeatureMLP(num_classes=3, input_dim=8, hidden=16, input_dropout=0.5, input_noise=1.0)
+    torch.manual_seed(0)
+    off = FeatureMLP(num_classes=3, input_dim=8, hidden=16, input_dropout=0.0, input_noise=0.0)
+    assert plain.state_dict().keys() == regularised.state_dict().keys()
+    x = torch.randn(4, 8)
+    for model in (plain, regularised, off):
+        model.eval()
+    assert torch.equal(plain(x), regularised(x))  # same weights, nothing added at evaluation
+    plain.train(), off.train(), regularised.train()
+    torch.manual_seed(1)
+    a = plain(x)
+    torch.manual_seed(1)
+    assert torch.equal(off(x), a)  # 0 / 0 draws no random numbers: old configs train the same
+    torch.manual_seed(1)
+    assert not torch.equal(regularised(x), a)
+    with pytest.raises(ValueError, match="model.input_noise"):
+        FeatureMLP(num_classes=3, input_dim=8, input_noise=-0.1)

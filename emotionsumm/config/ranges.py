@@ -109,6 +109,7 @@ RANGES: dict[str, Range] = {
     "policy.num_beams": COUNT,
     "policy.max_new_tokens": COUNT,
     "model.*dropout": PROBABILITY,
+    "model.*input_noise": NONNEG,
     "model.lr": Range(0, low_open=True, special=(None,), note="(null: optimizer.lr)"),
     "model.*.lr": Range(0, low_open=True, special=(None,), note="(null: optimizer.lr)"),
 }

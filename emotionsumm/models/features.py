@@ -27,16 +27,24 @@ def _head(hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
 
 class FeatureMLP(nn.Module):
     """`num_layers` Linear-GELU-dropout layers of width `hidden` over a per-example vector [B, input_dim]
-    (num_layers=0: the vector itself), then the head."""
+    (num_layers=0: the vector itself), then the head.
+
+    For small feature sets (hundreds of rows) the input itself is regularised in training: `input_dropout`
+    zeroes each (standardised) input value with that probability, `input_noise` adds Gaussian noise of that
+    standard deviation (in units of the training split's std when the data normalises the modality)."""
 
     def __init__(self, num_classes: int, input_dim: int, sequence: bool = False, hidden: int = 128,
-                 num_layers: int = 2, dropout: float = 0.1, classifier_dropout: float = 0.1) -> None:
+                 num_layers: int = 2, dropout: float = 0.1, classifier_dropout: float = 0.1,
+                 input_dropout: float = 0.0, input_noise: float = 0.0) -> None:
         super().__init__()
         if sequence:
             raise ValueError("model=features_mlp encodes per-example vectors [D], but this modality holds "
                              "sequences [T, D]: use model@model.encoders.<name>=features_seq")
         require_range("model.num_layers", num_layers, 0)
         require_range("model.hidden", hidden, 1)
+        require_range("model.input_noise", input_noise, 0)
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
+        self.input_noise = input_noise
         layers: list[nn.Module] = []
         for i in range(num_layers):
             layers += [nn.Linear(input_dim if i == 0 else hidden, hidden), nn.GELU(), nn.Dropout(dropout)]
@@ -46,7 +54,9 @@ class FeatureMLP(nn.Module):
 
     def features(self, features: torch.Tensor) -> torch.Tensor:
         """[B, D] -> [B, hidden]."""
-        return self.pooled(self.encoder(features))
+        if self.training and self.input_noise:
+            features = features + self.input_noise * torch.randn_like(features)
+        return self.pooled(self.encoder(self.input_dropout(features)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(features))
