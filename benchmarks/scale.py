@@ -117,7 +117,8 @@ def make_image(directory: Path, n: int, seed: int = 0, size: int = 48) -> list[s
     for i in range(n):
         label = IMAGE_CLASSES[i % len(IMAGE_CLASSES)]
         k = IMAGE_CLASSES.index(label)
-        pattern = 128 + 60 * np.sin(2 * np.pi * (k + 1) * (xx + yy * (k % 3))) + 25 * noise.standard_normal((size, size))
+        stripes = np.sin(2 * np.pi * (k + 1) * (xx + yy * (k % 3)))
+        pattern = 128 + 60 * stripes + 25 * noise.standard_normal((size, size))
         folder = directory / label
         folder.mkdir(exist_ok=True)
         subject = (i // len(IMAGE_CLASSES)) % 20
