@@ -66,6 +66,21 @@ TEXT_WORDS = {
 FILLER = "i feel so very today the this that was it and my friend we all just really about when".split()
 IMAGE_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 FEATURE_CLASSES = {"joy": (1, 1), "calm": (1, -1), "anger": (-1, 1), "sadness": (-1, -1)}
+SYLLABLES = "ka lo mi ne ru ta vi so de pa gu li mo be ra ze fi no tu ca".split()
+
+
+def vocabulary(seed: int, size: int = 5000) -> tuple[list[str], list[float]]:
+    """`size` made-up words of 1-4 syllables with Zipf weights: a real corpus's long tail for the tokenizer."""
+    rng = random.Random(seed)
+    words = list(dict.fromkeys("".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(2 * size)))[:size]
+    return words, [1 / (rank + 1) for rank in range(len(words))]
+
+
+def sentence(rng: random.Random, words: tuple[list[str], list[float]], low: int, high: int) -> list[str]:
+    """low..high words, a third of them from FILLER, the rest from the made-up vocabulary."""
+    count = rng.randint(low, high)
+    return rng.choices(FILLER, k=count // 3) + rng.choices(words[0], weights=words[1], k=count - count // 3)
+
 
 
 def split_of(i: int, n: int) -> str:
@@ -75,11 +90,11 @@ def split_of(i: int, n: int) -> str:
 
 def make_text(directory: Path, n: int, seed: int = 0) -> list[str]:
     """n labelled sentences as train/val/test.jsonl; the overrides that point `emotion_text` at them."""
-    rng = random.Random(seed)
+    rng, vocab = random.Random(seed), vocabulary(seed)
     lines: dict[str, list[str]] = {s: [] for s in SPLITS}
     for i in range(n):
         label = TEXT_CLASSES[i % len(TEXT_CLASSES)]
-        words = rng.choices(FILLER, k=rng.randint(6, 20)) + rng.choices(TEXT_WORDS[label], k=2)
+        words = sentence(rng, vocab, 6, 24) + rng.choices(TEXT_WORDS[label], k=2)
         rng.shuffle(words)
         lines[split_of(i, n)].append(json.dumps({"text": " ".join(words), "label": label}))
     for split, rows in lines.items():
@@ -154,13 +169,13 @@ def make_features(directory: Path, n: int, seed: int = 0) -> list[str]:
 
 def make_dialogue(directory: Path, n: int, seed: int = 0) -> list[str]:
     """n two-speaker dialogues with a one-sentence summary as train/val/test.jsonl."""
-    rng = random.Random(seed)
+    rng, vocab = random.Random(seed), vocabulary(seed)
     places, things = ["the station", "a cafe", "the office", "the park"], ["tickets", "coffee", "a report", "a dog"]
     lines: dict[str, list[str]] = {s: [] for s in SPLITS}
     for i in range(n):
         place, thing = rng.choice(places), rng.choice(things)
         turns = [f"#Person1#: Hi, are you going to {place}?", f"#Person2#: Yes, I need {thing}."]
-        turns += [f"#Person{1 + t % 2}#: " + " ".join(rng.choices(FILLER, k=rng.randint(4, 12)))
+        turns += [f"#Person{1 + t % 2}#: " + " ".join(sentence(rng, vocab, 4, 16))
                   for t in range(rng.randint(2, 8))]
         summary = f"#Person2# goes to {place} for {thing}."
         lines[split_of(i, n)].append(json.dumps({"dialogue": "\n".join(turns), "summary": summary}))
