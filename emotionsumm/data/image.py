@@ -200,7 +200,7 @@ class ImageClassificationData(TableData):
             self.pipeline.choose_normalization(self.normalize, None)
             return
         checks, pipeline = self.checks, self.pipeline
-        if checks is not None and self.needs_fit() and train.inputs and all(isinstance(v, Path) for v in train.inputs):
+        if checks is not None and self.needs_fit() and train.inputs:  # paths: their statistics may be cached
             def fitted() -> tuple[list[float], list[float]]:
                 pipeline.fit_normalization(train.inputs)
                 return list(pipeline.mean or []), list(pipeline.std or [])
