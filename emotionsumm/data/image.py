@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 
 from ..config.core import require_choice, require_range
 from .image_checks import ImageCheckCache
-from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError, thumbnail
+from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError, PixelMoments, thumbnail
 from .readers import check_file, column, read_lines
 from .splits import SPLITS
 from .table import Examples, Row, TableData, TableDataset
@@ -95,6 +96,7 @@ class ImageClassificationData(TableData):
         self.preload_setting, self.preload = preload, preload is True  # `preload` is decided at set-up for auto
         self.preload_budget_mb, self.cache_dir = preload_budget_mb, cache_dir
         self.checks: ImageCheckCache | None = None
+        self.moments: PixelMoments | None = None  # of the training images the checks decode (see `apply`)
         self.pixels_column = pixels_column
         self.load_fix = "fix the row" if layout == "fer2013_csv" else self.load_fix
         state = state or {}
@@ -176,14 +178,27 @@ class ImageClassificationData(TableData):
                  self.preload_budget_mb)
         return False
 
-    def load(self, item: Path | str) -> Path | torch.Tensor:
-        """uint8 [C, H, W] (the path itself without `preload`, once checked: its verdict cached by content
-        when there is a cache); FER2013 pixels are parsed."""
+    def apply(self, examples: Examples, split: str, fn: Callable[[Any], Any]) -> None:
+        """TableData's; without preload, the training images decoded for their check also give the
+        normalisation statistics (`fit`), so they are not decoded a second time."""
+        if split == "train" and fn == self.load and not self.preload and self.needs_fit():
+            self.moments = PixelMoments(self.pipeline.channels)
+            fn = partial(self.load, moments=self.moments)
+        super().apply(examples, split, fn)
+
+    def load(self, item: Path | str, moments: PixelMoments | None = None) -> Path | torch.Tensor:
+        """uint8 [C, H, W] (the path itself without `preload`, once checked: the verdict cached by content
+        when there is a cache; a decoded image is added to `moments`); FER2013 pixels are parsed."""
         if isinstance(item, Path):
-            if self.checks is None:
-                image = self.pipeline.load(item)
-                return image if self.preload else item
-            reason = self.checks.verdict(item, self.pipeline.load)
+            if self.preload:
+                return self.pipeline.load(item)
+
+            def check(path: Path) -> None:
+                image = self.pipeline.load(path)
+                if moments is not None:
+                    moments.add(image)
+
+            reason = self.checks.verdict(item, check) if self.checks is not None else check(item)
             if reason is not None:
                 raise ImageReadError(str(item), reason)
             return item
@@ -196,18 +211,19 @@ class ImageClassificationData(TableData):
         return self.normalize == "train" and self.pipeline.mean is None
 
     def fit(self, train: Examples | None, run_dir: str | Path | None) -> None:
-        if train is None:
-            self.pipeline.choose_normalization(self.normalize, None)
+        moments, self.moments = self.moments, None
+        if train is None or self.preload or not train.inputs or not self.needs_fit():
+            self.pipeline.choose_normalization(self.normalize, (lambda: train.inputs) if train is not None else None)
             return
-        checks, pipeline = self.checks, self.pipeline
-        if checks is not None and self.needs_fit() and train.inputs:  # paths: their statistics may be cached
-            def fitted() -> tuple[list[float], list[float]]:
-                pipeline.fit_normalization(train.inputs)
-                return list(pipeline.mean or []), list(pipeline.std or [])
 
-            pipeline.set_normalization(*checks.statistics(train.inputs, fitted))
-            return
-        pipeline.choose_normalization(self.normalize, lambda: train.inputs)
+        def statistics() -> tuple[list[float], list[float]]:  # from the checks' decodes when they saw every image
+            if moments is not None and moments.images == len(train.inputs):
+                return moments.result()
+            self.pipeline.fit_normalization(train.inputs)
+            return list(self.pipeline.mean or []), list(self.pipeline.std or [])
+
+        self.pipeline.set_normalization(*(self.checks.statistics(train.inputs, statistics)
+                                          if self.checks is not None else statistics()))
 
     def make_dataset(self, split: str, examples: Examples) -> ImageDataset:
         return ImageDataset(examples.inputs, examples.ids, [r.where for r in examples.rows], self.pipeline,
