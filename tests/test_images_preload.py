@@ -198,3 +198,17 @@ def test_statistics_follow_a_changed_training_image(tmp_path, opened):
     preloaded.setup(None)
     assert (changed.pipeline.mean, changed.pipeline.std) == (preloaded.pipeline.mean, preloaded.pipeline.std)
     assert contents(changed)["train"][2].equal(contents(preloaded)["train"][2])
+
+
+def test_a_file_is_known_by_its_resolved_path_through_symlinked_folders_and_files(tmp_path):
+    from emotionsumm.data.image_checks import file_ident
+
+    real = face_folders(tmp_path / "faces")
+    (tmp_path / "link").symlink_to(real)
+    target = sorted(real.glob("happy/*.png"))[0]
+    (tmp_path / "file.png").symlink_to(target)
+    stat = target.stat()
+    expected = (str(target), stat.st_size, stat.st_mtime_ns)
+    folders: dict[str, str] = {}
+    assert file_ident(tmp_path / "link" / "happy" / target.name, folders) == expected
+    assert file_ident(tmp_path / "file.png", folders) == expected == file_ident(target)

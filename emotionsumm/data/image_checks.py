@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from stat import S_ISLNK
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,17 @@ MAX_STATS = 8  # training sets whose statistics one cache file keeps (folds, see
 Ident = tuple[str, int, int]  # resolved path, size, mtime_ns
 
 
-def file_ident(path: Path) -> Ident:
-    """What identifies a file's content cheaply: its resolved path, size and mtime_ns (one stat)."""
-    stat = path.stat()
-    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+def file_ident(path: Path, folders: dict[str, str] | None = None) -> Ident:
+    """What identifies a file's content cheaply: its resolved path, size and mtime_ns. One lstat for a plain
+    file whose folder was resolved before (`folders` memoises resolved folders); a symlink is followed."""
+    stat = os.lstat(path)
+    if S_ISLNK(stat.st_mode) or folders is None:
+        stat = os.stat(path)
+        return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+    folder, name = os.path.split(os.path.abspath(path))
+    if folder not in folders:
+        folders[folder] = os.path.realpath(folder)
+    return os.path.join(folders[folder], name), stat.st_size, stat.st_mtime_ns
 
 
 def _digest(value: Any) -> str:
@@ -59,6 +67,7 @@ class ImageCheckCache:
         self.files: dict[str, list[Any]] = {}
         self.stats: dict[str, list[Any]] = {}
         self.idents: dict[Path, Ident] = {}
+        self.folders: dict[str, str] = {}
         self.hits = self.misses = 0
         self.changed = False
         self._read()
@@ -86,7 +95,7 @@ class ImageCheckCache:
 
     def ident(self, path: Path) -> Ident:
         if path not in self.idents:
-            self.idents[path] = file_ident(path)
+            self.idents[path] = file_ident(path, self.folders)
         return self.idents[path]
 
     def verdict(self, path: Path, check: Callable[[Path], None]) -> str | None:
