@@ -17,7 +17,7 @@ from emotionsumm.data.image import ImageClassificationData
 from emotionsumm.data.image_transforms import ImageReadError
 
 from .conftest import make_cfg
-from .test_image import face_folders, image_data
+from .test_image import face_folders, image_data, write_fer_csv
 
 IMAGES = 24  # face_folders' default: 2 classes x 6 subjects x 2 frames, 8x8 grey PNGs
 
@@ -73,6 +73,19 @@ def test_auto_preloads_a_small_set_and_reads_from_disk_over_the_budget(tmp_path,
     assert [m for m in caplog.messages if "preload" in m] == [
         "data: preload=auto: 24 images x 64 B = 1.5 KB > data.preload_budget_mb=0.001: read from disk each epoch "
         "(data.preload=true forces it)"]
+
+
+def test_auto_keeps_fer2013_csv_pixels_in_memory_whatever_the_budget(tmp_path, caplog):
+    rows = [(i % 2, [i] * 4, "Training") for i in range(6)] + [(0, [9] * 4, "PublicTest")]
+    csv = write_fer_csv(tmp_path / "fer.csv", rows)
+    with caplog.at_level(logging.INFO, logger="emotionsumm.data.image"):
+        data = image_data(csv, layout="fer2013_csv", split="predefined", group_regex=None, image_size=2,
+                          preload="auto", preload_budget_mb=0, cache_dir=str(tmp_path / "cache"))
+        data.setup(None)
+    assert all(isinstance(v, torch.Tensor) for ds in data.datasets.values() for v in ds.inputs)
+    assert ("data: preload=auto: 7 images x 4 B = 28 B: decoded into memory (a CSV's pixels have no image file to "
+            "read again)") in caplog.messages
+    assert not (tmp_path / "cache").exists()
 
 
 def test_preload_takes_true_false_auto_only_and_a_budget_of_zero_or_more(tmp_path):
