@@ -225,3 +225,19 @@ def test_a_file_is_known_by_its_resolved_path_through_symlinked_folders_and_file
     folders: dict[str, str] = {}
     assert file_ident(tmp_path / "link" / "happy" / target.name, folders) == expected
     assert file_ident(tmp_path / "file.png", folders) == expected == file_ident(target)
+
+
+def test_damaged_statistics_in_the_cache_are_computed_again(tmp_path, opened):
+    import json
+
+    root, cache = face_folders(tmp_path / "faces"), tmp_path / "cache"
+    cold = lazy(root, cache)
+    (entry,) = cache.iterdir()
+    stored = json.loads(entry.read_text())
+    (key,) = stored["stats"]
+    stored["stats"][key] = [["0.5"], [0.0]]
+    entry.write_text(json.dumps(stored))
+    opened.clear()
+    again = lazy(root, cache)
+    assert (again.pipeline.mean, again.pipeline.std) == (cold.pipeline.mean, cold.pipeline.std)
+    assert len(opened) == IMAGES  # the whole cache file was distrusted: every image checked again

@@ -84,7 +84,9 @@ class ImageCheckCache:
                        and isinstance(v[1], int) and (v[2] is None or isinstance(v[2], str))
                        for k, v in files.items()):
                 raise ValueError("malformed file entry")
-            if not all(isinstance(v, list) and len(v) == 2 and all(isinstance(s, list) for s in v)
+            channels = self.settings.get("channels")
+            if not all(isinstance(v, list) and len(v) == 2 and all(isinstance(s, list) and len(s) == channels
+                       and all(isinstance(x, int | float) and x >= 0 for x in s) for s in v) and min(v[1]) > 0
                        for v in stats.values()):
                 raise ValueError("malformed statistics")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
