@@ -115,14 +115,17 @@ def test_preload_true_false_auto_and_a_warm_cache_give_the_same_examples(tmp_pat
             assert torch.equal(pixels, reference[0][split][2]), (mode, split)
 
 
-def test_a_second_set_up_opens_no_image_and_keeps_no_decoded_image(tmp_path, opened):
+def test_a_second_set_up_opens_no_image_and_keeps_no_decoded_image(tmp_path, opened, caplog):
     root, cache = face_folders(tmp_path / "faces"), tmp_path / "cache"
     cold = lazy(root, cache)
     assert sorted(opened) == sorted(map(str, root.glob("*/*.png")))  # once each: the check's decode gives mean/std
     assert [p.name for p in cache.iterdir()] and all(p.suffix == ".json" for p in cache.iterdir())
     opened.clear()
-    warm = lazy(root, cache)
+    with caplog.at_level(logging.INFO, logger="emotionsumm.data.image"):
+        warm = lazy(root, cache)
     assert opened == []
+    (entry,) = cache.iterdir()
+    assert f"data: image checks: 24 from the cache {entry}, 0 decoded" in caplog.messages
     assert (warm.pipeline.mean, warm.pipeline.std) == (cold.pipeline.mean, cold.pipeline.std)
     assert all(isinstance(v, Path) for ds in warm.datasets.values() for v in ds.inputs)
     assert warm.dataset("train").names == cold.dataset("train").names

@@ -150,6 +150,8 @@ class ImageClassificationData(TableData):
         finally:
             if self.checks is not None:
                 self.checks.save()
+                log.info("data: image checks: %s from the cache %s, %s decoded", f"{self.checks.hits:,}",
+                         self.checks.path, f"{self.checks.misses:,}")
                 self.checks = None
 
     def _load(self, parts: dict[str, list[Row]], splits: Sequence[str]) -> dict[str, Examples]:
