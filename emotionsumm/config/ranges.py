@@ -103,6 +103,7 @@ RANGES: dict[str, Range] = {
     "data.batch_size": COUNT,
     "data.eval_batch_size": COUNT,
     "data.num_workers": Range(0, note="(0: load in the main process)"),
+    "data.preload_budget_mb": Range(0, note="(MB of decoded images data.preload=auto may keep in memory; 0: never)"),
     "data.max_length": COUNT,
     "data.max_eval_examples": Range(1, special=(None,), note="(null: all)"),
     "policy.label_smoothing": PROBABILITY,

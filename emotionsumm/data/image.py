@@ -4,26 +4,36 @@ Rows go through the shared table (`TableData`): split randomly (stratified), pre
 column, or `<root>/<train|val|test>/<class>/` folders), by group (a regex on the file name, e.g. the
 `S<subject>` prefix of CK+, keeps all frames of one subject inside one split) or one source per split
 (`split=files`), k-fold, `on_error`. Images are decoded once, converted to `channels`, resized, and kept
-as uint8 in memory (`preload`); augmentation and normalisation happen per item (`ImagePipeline`).
+as uint8 in memory (`preload`: true, false, or `auto`: when their decoded size fits `preload_budget_mb`);
+augmentation and normalisation happen per item (`ImagePipeline`). Without preload, what set-up learns about
+the files (readable or not, the training statistics) is cached by content under `cache_dir`
+(`image_checks.ImageCheckCache`), so a second run does not decode them again.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config.core import require_choice
-from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError, thumbnail
+from ..config.core import require_choice, require_range
+from .image_checks import ImageCheckCache
+from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError, PixelMoments, thumbnail
 from .readers import check_file, column, read_lines
+from .splits import SPLITS
 from .table import Examples, Row, TableData, TableDataset
+
+log = logging.getLogger(__name__)
 
 LAYOUTS = ("folders", "fer2013_csv")
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+PRELOAD = (True, False, "auto")
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "validation", "valid"), "test": ("test",)}
 
 
@@ -57,6 +67,11 @@ class ImageClassificationData(TableData):
     `image_size=processor` and the statistics for `normalize=processor`; the shipped data configs take
     channels, image_size, normalize and processor from the model config's `preprocessing` block when it
     has one (model=image_hf, image_resnet18), and an explicit data.<key> override wins.
+
+    `preload`: true keeps every decoded image (uint8) in memory, false keeps paths and decodes each item when
+    it is drawn, `auto` preloads when the decoded size of the rows to load (rows x channels x H x W bytes)
+    is at most `preload_budget_mb` (10^6 bytes), and logs its choice. Without preload, the verdict of each
+    file's check and the training statistics are cached under `cache_dir` (None = no cache).
     """
 
     load_errors = (ValueError,)  # ImageReadError, or malformed FER2013 pixels
@@ -66,14 +81,22 @@ class ImageClassificationData(TableData):
                  group_regex: str | None = None, channels: int = 1, image_size: int | Sequence[int] | str = 48,
                  augment: Mapping[str, Any] | None = None, normalize: str = "train",
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, equalize: bool = False,
-                 min_image_size: int = 8, preload: bool = True, label_column: str = "emotion",
-                 pixels_column: str = "pixels", split_column: str = "Usage", processor: str | None = None,
-                 state: dict[str, Any] | None = None, **common: Any) -> None:
+                 min_image_size: int = 8, preload: bool | str = True, preload_budget_mb: float = 2048,
+                 cache_dir: str | None = None, label_column: str = "emotion", pixels_column: str = "pixels",
+                 split_column: str = "Usage", processor: str | None = None, state: dict[str, Any] | None = None,
+                 **common: Any) -> None:
         require_choice("data.layout", layout, LAYOUTS)
         require_choice("data.normalize", normalize, NORMALIZE)
+        if not (isinstance(preload, bool) or preload == "auto"):
+            require_choice("data.preload", preload, PRELOAD)
+        require_range("data.preload_budget_mb", preload_budget_mb, 0, note="(MB of decoded images for preload=auto)")
         super().__init__(split=split, group_regex=group_regex, label_column=label_column, split_column=split_column,
                          state=state, **common)
-        self.root, self.layout, self.preload, self.normalize = root, layout, preload, normalize
+        self.root, self.layout, self.normalize = root, layout, normalize
+        self.preload_setting, self.preload = preload, preload is True  # `preload` is decided at set-up for auto
+        self.preload_budget_mb, self.cache_dir = preload_budget_mb, cache_dir
+        self.checks: ImageCheckCache | None = None
+        self.moments: PixelMoments | None = None  # of the training images the checks decode (see `apply`)
         self.pixels_column = pixels_column
         self.load_fix = "fix the row" if layout == "fer2013_csv" else self.load_fix
         state = state or {}
@@ -120,11 +143,67 @@ class ImageClassificationData(TableData):
         return column(record, self.pixels_column, where, "data.pixels_column")
 
     # ---- one example --------------------------------------------------------------------------
-    def load(self, item: Path | str) -> Path | torch.Tensor:
-        """uint8 [C, H, W] (the path itself without `preload`, once checked); FER2013 pixels are parsed."""
+    def setup(self, run_dir: str | Path | None = None, splits: Sequence[str] = SPLITS) -> None:
+        """TableData's set-up; what was learnt about the files is saved even when a bad image stops it."""
+        try:
+            super().setup(run_dir, splits)
+        finally:
+            if self.checks is not None:
+                self.checks.save()
+                log.info("data: image checks: %s from the cache %s, %s decoded", f"{self.checks.hits:,}",
+                         self.checks.path, f"{self.checks.misses:,}")
+                self.checks = None
+
+    def _load(self, parts: dict[str, list[Row]], splits: Sequence[str]) -> dict[str, Examples]:
+        rows = sum(len(parts[s]) for s in SPLITS if s in splits or (s == "train" and self._load_train(splits)))
+        self.preload = self.choose_preload(rows) if self.preload_setting == "auto" else bool(self.preload_setting)
+        if not self.preload and self.cache_dir and self.layout == "folders":
+            sources = [str(Path(str(p)).expanduser().resolve()) for p in self.source_paths().values() if p]
+            settings = {"channels": self.pipeline.channels, "size": list(self.pipeline.size),
+                        "min_size": self.pipeline.min_size, "equalize": self.pipeline.equalize}
+            self.checks = ImageCheckCache(Path(self.cache_dir), sources, settings)
+        return super()._load(parts, splits)
+
+    def choose_preload(self, rows: int) -> bool:
+        """data.preload=auto: preload when the decoded images of `rows` rows fit data.preload_budget_mb; logs why."""
+        height, width = self.pipeline.size
+        each = self.pipeline.channels * height * width
+        total, budget = rows * each, self.preload_budget_mb * 1e6
+        what = f"data: preload=auto: {rows:,} images x {_size(each)} = {_size(total)}"
+        if self.layout == "fer2013_csv":
+            log.info("%s: decoded into memory (a CSV's pixels have no image file to read again)", what)
+            return True
+        if total <= budget:
+            log.info("%s <= data.preload_budget_mb=%g: decoded into memory once", what, self.preload_budget_mb)
+            return True
+        log.info("%s > data.preload_budget_mb=%g: read from disk each epoch (data.preload=true forces it)", what,
+                 self.preload_budget_mb)
+        return False
+
+    def apply(self, examples: Examples, split: str, fn: Callable[[Any], Any]) -> None:
+        """TableData's; without preload, the training images decoded for their check also give the
+        normalisation statistics (`fit`), so they are not decoded a second time."""
+        if split == "train" and fn == self.load and not self.preload and self.needs_fit():
+            self.moments = PixelMoments(self.pipeline.channels)
+            fn = partial(self.load, moments=self.moments)
+        super().apply(examples, split, fn)
+
+    def load(self, item: Path | str, moments: PixelMoments | None = None) -> Path | torch.Tensor:
+        """uint8 [C, H, W] (the path itself without `preload`, once checked: the verdict cached by content
+        when there is a cache; a decoded image is added to `moments`); FER2013 pixels are parsed."""
         if isinstance(item, Path):
-            image = self.pipeline.load(item)
-            return image if self.preload else item
+            if self.preload:
+                return self.pipeline.load(item)
+
+            def check(path: Path) -> None:
+                image = self.pipeline.load(path)
+                if moments is not None:
+                    moments.add(image)
+
+            reason = self.checks.verdict(item, check) if self.checks is not None else check(item)
+            if reason is not None:
+                raise ImageReadError(str(item), reason)
+            return item
         try:
             return self.pipeline.from_array(parse_pixels(item))
         except ImageReadError as exc:
@@ -134,7 +213,19 @@ class ImageClassificationData(TableData):
         return self.normalize == "train" and self.pipeline.mean is None
 
     def fit(self, train: Examples | None, run_dir: str | Path | None) -> None:
-        self.pipeline.choose_normalization(self.normalize, (lambda: train.inputs) if train is not None else None)
+        moments, self.moments = self.moments, None
+        if train is None or self.preload or not train.inputs or not self.needs_fit():
+            self.pipeline.choose_normalization(self.normalize, (lambda: train.inputs) if train is not None else None)
+            return
+
+        def statistics() -> tuple[list[float], list[float]]:  # from the checks' decodes when they saw every image
+            if moments is not None and moments.images == len(train.inputs):
+                return moments.result()
+            self.pipeline.fit_normalization(train.inputs)
+            return list(self.pipeline.mean or []), list(self.pipeline.std or [])
+
+        self.pipeline.set_normalization(*(self.checks.statistics(train.inputs, statistics)
+                                          if self.checks is not None else statistics()))
 
     def make_dataset(self, split: str, examples: Examples) -> ImageDataset:
         return ImageDataset(examples.inputs, examples.ids, [r.where for r in examples.rows], self.pipeline,
@@ -174,6 +265,15 @@ class ImageClassificationData(TableData):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "mean": self.pipeline.mean, "std": self.pipeline.std}
+
+
+def _size(n: float) -> str:
+    """A byte count in decimal units: 2.3 KB, 26 MB, 45 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+    return f"{n:.0f} B"
 
 
 def parse_pixels(text: Any) -> np.ndarray:

@@ -101,6 +101,31 @@ def thumbnail(image: torch.Tensor, side: int = 16) -> torch.Tensor:
     return small.flatten()
 
 
+class PixelMoments:
+    """Running per-channel sums of pixels in [0, 1] and their squares over uint8 [C, H, W] images, added in
+    order (the same order gives the same float64 sums, so the same statistics bit for bit)."""
+
+    def __init__(self, channels: int) -> None:
+        self.total = torch.zeros(channels, dtype=torch.float64)
+        self.squares = torch.zeros(channels, dtype=torch.float64)
+        self.count = self.images = 0
+
+    def add(self, image: torch.Tensor) -> None:
+        pixels = image.double().div_(255).flatten(1)
+        self.total += pixels.sum(1)
+        self.squares += pixels.square().sum(1)
+        self.count += pixels.shape[1]
+        self.images += 1
+
+    def result(self) -> tuple[list[float], list[float]]:
+        """(mean, population std) per channel."""
+        if self.count == 0:
+            raise ValueError("cannot compute data.mean/data.std: the training split has no image")
+        mean = self.total / self.count
+        std = (self.squares / self.count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+        return mean.tolist(), std.tolist()
+
+
 class ImagePipeline:
     """Load → convert channels → resize (→ histogram-equalise) (uint8 [C, H, W]); then augment (training)
     → normalise (float).
@@ -231,19 +256,10 @@ class ImagePipeline:
 
     def fit_normalization(self, images: Iterable[torch.Tensor | str | Path]) -> None:
         """Per-channel mean and (population) std of the pixels in [0, 1] of the given, unaugmented images."""
-        total = torch.zeros(self.channels, dtype=torch.float64)
-        squares = torch.zeros(self.channels, dtype=torch.float64)
-        count = 0
+        moments = PixelMoments(self.channels)
         for image in images:
-            pixels = self._uint8(image).double().div_(255).flatten(1)
-            total += pixels.sum(1)
-            squares += pixels.square().sum(1)
-            count += pixels.shape[1]
-        if count == 0:
-            raise ValueError("cannot compute data.mean/data.std: the training split has no image")
-        mean = total / count
-        std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
-        self.mean, self.std = mean.tolist(), std.tolist()
+            moments.add(self._uint8(image))
+        self.mean, self.std = moments.result()
 
     # ---- the model's input -------------------------------------------------------------------
     def _uint8(self, image: torch.Tensor | str | Path) -> torch.Tensor:
