@@ -81,15 +81,17 @@ class LazyList(Sequence):
 
 
 def tokenizer_identity(tokenizer: Any) -> str | None:
-    """What decides a tokenizer's ids: its class, full serialisation and library versions; None when it
-    cannot be serialised (a slow tokenizer): its ids are then not cached."""
+    """What decides a tokenizer's ids: its class, serialisation (without the truncation and padding state that
+    each call sets) and library versions; None when it cannot be serialised (a slow tokenizer): not cached."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
     import tokenizers
     import transformers
 
-    digest = hashlib.sha256(backend.to_str().encode())
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None), spec.pop("padding", None)  # set by each call (transformers), not the ids' maker
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     digest.update(json.dumps([type(tokenizer).__name__, tokenizers.__version__, transformers.__version__,
                               tokenizer.padding_side, tokenizer.truncation_side]).encode())
     return digest.hexdigest()
