@@ -150,6 +150,7 @@ def test_evaluate_writes_demo_data_and_caches_under_its_own_cache_only(ckpt, tmp
     victim.mkdir()
     data = payload["config"]["data"]
     data["demo_dir"], data["tokenizer_cache_dir"] = str(victim), str(victim / "tokenizers")
+    data["token_cache_dir"] = str(victim / "tokens")
     data["files"] = {split: str(victim / Path(path).name) for split, path in data["files"].items()}
     payload.pop("data")  # no stored tokenizer: the data trains one and caches it
     crafted = tmp_path / "crafted.ckpt"
@@ -162,3 +163,4 @@ def test_evaluate_writes_demo_data_and_caches_under_its_own_cache_only(ckpt, tmp
     assert list(victim.iterdir()) == []
     assert (cache / "checkpoint" / "data.demo_dir" / "test.jsonl").is_file()
     assert list((cache / "checkpoint" / "data.tokenizer_cache_dir").glob("*.json"))
+    assert list((cache / "checkpoint" / "data.token_cache_dir").glob("text-*.json"))  # the test split's ids

@@ -15,6 +15,7 @@ AudioPipeline from its `features` config takes both; each kind ignores the other
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ from .audio_waveform import WAVEFORM_SETTINGS, WaveformPipeline
 
 __all__ = ["AudioPipeline", "AudioReadError", "FeatureCache", "LOG_FLOOR", "Normalizer", "WaveformPipeline",
            "clip_statistics", "probe_audio", "read_audio"]
+
+log = logging.getLogger(__name__)
 
 LOG_FLOOR = 1e-6  # added to the mel power before the log; log(LOG_FLOOR) is the value of silence
 CACHE_VERSION = 1  # bump when `extract` changes, so old cached features are not reused
@@ -244,7 +247,8 @@ def clip_statistics(pipeline: AudioPipeline | WaveformPipeline, raw: torch.Tenso
 
 class FeatureCache:
     """Full-length, un-augmented log-mels (or a WaveformPipeline's waveforms) on disk:
-    `<directory>/<feature key>/<file key>.pt`.
+    `<directory>/<feature key>/<file key>.pt`, memory-mapped when read (a dataset holds views of the files, not
+    copies in RAM).
 
     The feature key hashes the feature config; the file key hashes the file's resolved path, size
     and modification time, so an edited file is recomputed. Writes are atomic.
@@ -254,14 +258,28 @@ class FeatureCache:
         self.pipeline = pipeline
         self.directory = Path(directory).expanduser() / pipeline.feature_key()
         self.hits = self.misses = 0
+        self.mapped = True  # False once the OS refused a mapping (vm.max_map_count): later files are read whole
 
     def _file(self, path: Path) -> Path:
         stat = path.stat()
         ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         return self.directory / (hashlib.sha1(ident.encode()).hexdigest()[:24] + ".pt")
 
+    def _read(self, target: Path) -> torch.Tensor:
+        """The stored tensor, memory-mapped while the OS allows more mappings."""
+        if self.mapped:
+            try:
+                return torch.load(target, weights_only=True, mmap=True)
+            except Exception as exc:
+                features = torch.load(target, weights_only=True)  # a damaged file raises again here
+                self.mapped = False  # readable but not mappable: the OS's limit of mappings (vm.max_map_count)
+                log.warning("audio feature cache: cannot memory-map %s (%s); reading the remaining cached features "
+                            "into memory (raise vm.max_map_count to map them all)", target, exc)
+                return features
+        return torch.load(target, weights_only=True)
+
     def get(self, path: str | Path) -> torch.Tensor:
-        """The cached features of `path`, computed and stored on a miss."""
+        """The cached features of `path` (memory-mapped), computed and stored on a miss."""
         from ..runs.atomic import atomic_save
 
         path = Path(path)
@@ -270,7 +288,7 @@ class FeatureCache:
         target = self._file(path)
         if target.is_file():
             try:
-                features = torch.load(target, weights_only=True)
+                features = self._read(target)
                 self.hits += 1
                 return features
             except Exception:  # a damaged cache entry is recomputed, never trusted
@@ -278,4 +296,7 @@ class FeatureCache:
         features = self.pipeline.extract(path)
         atomic_save(features.clone(), target)
         self.misses += 1
-        return features
+        try:
+            return self._read(target)
+        except Exception:  # written but unreadable (e.g. the disk went away): the computed features are right
+            return features

@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..config.core import require_choice, require_range
 from . import tokenizers as toks
 from .readers import ON_ERROR, check_file, log_skipped, read_rows, skip_or_raise, text_value
+from .token_cache import CHUNK, LazyList, Ragged, TokenCache, content_key, tokenizer_identity
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +44,30 @@ class Dialogue(NamedTuple):
 
 
 class SummaryDataset(Dataset):
-    """Tokenized examples (`input_ids`, `labels`); evaluation examples also carry their texts."""
+    """Tokenized examples (`input_ids`, `labels`) in `order` (positions in the split), the ids held as Ragged arrays
+    (memory-mapped when cached); evaluation examples also carry their texts (`rows`)."""
 
-    def __init__(self, examples: list[dict[str, Any]]) -> None:
-        self.examples = examples
+    def __init__(self, sources: Ragged, targets: Ragged | None, order: Sequence[int],
+                 rows: list[Dialogue] | None = None) -> None:
+        self.sources, self.targets, self.order, self.rows = sources, targets, order, rows
+
+    @property
+    def examples(self) -> LazyList:
+        """The examples in dataset order, each built on access."""
+        return LazyList(len(self), self.__getitem__)
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.order)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.examples[index]
+        i = int(self.order[index])
+        ex: dict[str, Any] = {"input_ids": self.sources[i]}
+        if self.targets is not None:
+            ex["labels"] = self.targets[i]
+        if self.rows is not None:
+            row = self.rows[i]
+            ex.update(index=i, id=row.id, dialogue=row.dialogue, references=row.references)
+        return ex
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int, bucket_width: float = 0.2,
@@ -86,8 +102,9 @@ class DialogueSummaryData:
 
     With `tokenizer=None` a byte-level BPE is trained on the training split (cached by content,
     speaker tags matching `keep_whole` kept as single tokens) and saved in the run dir; otherwise
-    the pretrained tokenizer of that name or directory is used. `state` (from a checkpoint)
-    fixes the tokenizer, so evaluate and predict need only the checkpoint.
+    the pretrained tokenizer of that name or directory is used. With `token_cache_dir` each split's ids
+    are cached there by content and memory-mapped (token_cache.py): a second set-up skips tokenisation.
+    `state` (from a checkpoint) fixes the tokenizer, so evaluate and predict need only the checkpoint.
     With `bucket_by_length`, `train_batches()` gives fixed batches of `batch_size` training examples
     of similar length (see `length_buckets`), which the trainer shuffles as units. `max_eval_examples`
     keeps a fixed random subset of the validation split (generation is slow on CPU); the test split is
@@ -98,6 +115,7 @@ class DialogueSummaryData:
                  summary_fields: Sequence[str] = ("summary",), id_field: str | None = None,
                  tokenizer: str | None = None, vocab_size: int = 8000, min_frequency: int = 2,
                  keep_whole: str | None = r"#\w+#", tokenizer_cache_dir: str | None = None,
+                 token_cache_dir: str | None = None,
                  max_source_length: int = 512, max_target_length: int = 128, batch_size: int = 16,
                  eval_batch_size: int | None = None, num_workers: int = 0, bucket_by_length: bool = True,
                  bucket_width: float = 0.2,
@@ -115,6 +133,7 @@ class DialogueSummaryData:
         self.summary_fields = [summary_fields] if isinstance(summary_fields, str) else list(summary_fields)
         self.tokenizer_name, self.vocab_size, self.min_frequency = tokenizer, vocab_size, min_frequency
         self.keep_whole, self.tokenizer_cache_dir = keep_whole, tokenizer_cache_dir
+        self.token_cache = TokenCache(token_cache_dir)
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.bucket_by_length, self.bucket_width = bucket_by_length, bucket_width
         self.batch_size = batch_size
@@ -134,13 +153,14 @@ class DialogueSummaryData:
         rows = {s: self.read(s) for s in splits if self.files.get(s) or s == "train"}
         self._build_tokenizer(rows.get("train"), run_dir)
         for split, split_rows in rows.items():
-            examples = self._encode(split_rows, split, with_texts=split != "train")
+            sources, targets = self._encode(split_rows, split, self.token_cache)
+            lengths = sources.lengths()
+            order: Sequence[int] = range(len(split_rows))
             if split == "train" and self.bucket_by_length:  # in file order: the batches are index groups
-                self._train_batches = length_buckets([len(ex["input_ids"]) for ex in examples], self.batch_size,
-                                                     self.bucket_width, self.seed)
+                self._train_batches = length_buckets(lengths, self.batch_size, self.bucket_width, self.seed)
             else:  # sorted by length (less padding); `index` restores the file order of evaluation splits
-                examples.sort(key=lambda ex: len(ex["input_ids"]))
-            self.datasets[split] = SummaryDataset(examples)
+                order = np.argsort(np.asarray(lengths), kind="stable")
+            self.datasets[split] = SummaryDataset(sources, targets, order, split_rows if split != "train" else None)
         log.info("data: %s", {s: self.stats[s] for s in rows})
 
     def _make_demo(self) -> None:
@@ -211,37 +231,47 @@ class DialogueSummaryData:
             (lambda: toks.train_bpe_cached(texts, self.tokenizer_cache_dir, self.vocab_size, self.min_frequency,
                                            self.keep_whole)) if texts is not None else None, run_dir)
 
-    def _truncated_ids(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-        """Token ids cut to `max_length` (special tokens kept) and how many texts were cut."""
-        enc = self.tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
-        ids: list[list[int]] = [[] for _ in texts]
-        pieces = [0] * len(texts)
-        for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
-            pieces[sample] += 1
-            if pieces[sample] == 1:
-                ids[sample] = enc["input_ids"][row]
-        return ids, sum(n > 1 for n in pieces)
+    def _truncated_ids(self, texts: list[str], max_length: int) -> tuple[Ragged, int]:
+        """Token ids cut to `max_length` (special tokens kept) and how many texts were cut; CHUNK texts a call."""
+        parts, cut = [], 0
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts[start:start + CHUNK]
+            enc = self.tokenizer(chunk, truncation=True, max_length=max_length, return_overflowing_tokens=True,
+                                 return_attention_mask=False)
+            ids: list[list[int]] = [[] for _ in chunk]
+            pieces = [0] * len(chunk)
+            for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
+                pieces[sample] += 1
+                if pieces[sample] == 1:
+                    ids[sample] = enc["input_ids"][row]
+            parts.append(Ragged.from_lists(ids))
+            cut += sum(n > 1 for n in pieces)
+        return Ragged.concat(parts), cut
 
-    def _encode(self, rows: list[Dialogue], split: str, with_texts: bool) -> list[dict[str, Any]]:
-        sources, cut_sources = self._truncated_ids([r.dialogue for r in rows], self.max_source_length)
+    def _encode(self, rows: list[Dialogue], split: str, cache: TokenCache | None = None
+                ) -> tuple[Ragged, Ragged | None]:
+        """(source ids, target ids or None when a row has no reference), from `cache` when it holds them (keyed by
+        the dialogues, first references, tokenizer and maximum lengths); the truncation counts go to `stats`."""
+        dialogues = [r.dialogue for r in rows]
+        references = [r.references[0] for r in rows] if all(r.references for r in rows) else None
+        settings = {"tokenizer": tokenizer_identity(self.tokenizer), "max_source_length": self.max_source_length,
+                    "max_target_length": self.max_target_length}
+        key = content_key(settings, dialogues, references) if settings["tokenizer"] else None
+
+        def tokenize() -> tuple[dict[str, Ragged], dict[str, Any]]:
+            sources, cut_sources = self._truncated_ids(dialogues, self.max_source_length)
+            arrays, meta = {"input_ids": sources}, {"source_truncated": cut_sources}
+            if references is not None:
+                arrays["labels"], meta["target_truncated"] = self._truncated_ids(references, self.max_target_length)
+            return arrays, meta
+
+        arrays, meta = (cache or TokenCache(None)).get("dialogue", key, tokenize)
         stats = self.stats.setdefault(split, {"rows": len(rows), "skipped": 0})
-        stats["source_truncated"] = cut_sources
-        if cut_sources:
-            log.info("%s: %d of %d dialogues truncated to data.max_source_length=%d tokens", split, cut_sources,
+        stats.update(meta)
+        if cut := meta["source_truncated"]:
+            log.info("%s: %d of %d dialogues truncated to data.max_source_length=%d tokens", split, cut,
                      len(rows), self.max_source_length)
-        targets: list[list[int]] | None = None
-        if all(r.references for r in rows):
-            targets, cut_targets = self._truncated_ids([r.references[0] for r in rows], self.max_target_length)
-            stats["target_truncated"] = cut_targets
-        examples = []
-        for i, row in enumerate(rows):
-            ex: dict[str, Any] = {"input_ids": sources[i]}
-            if targets is not None:
-                ex["labels"] = targets[i]
-            if with_texts:
-                ex.update(index=i, id=row.id, dialogue=row.dialogue, references=row.references)
-            examples.append(ex)
-        return examples
+        return arrays["input_ids"], arrays.get("labels")
 
     def collate(self, examples: list[Any]) -> dict[str, Any]:
         """Pad to the longest example of the batch; labels with -100; texts as lists."""
@@ -286,7 +316,8 @@ class DialogueSummaryData:
             rows = self._json_inputs(text, name, expected)
         else:
             rows = [Dialogue("0", text.replace("\r\n", "\n").strip(), [])]
-        return SummaryDataset(self._encode(rows, "predict", with_texts=True))
+        sources, targets = self._encode(rows, "predict")
+        return SummaryDataset(sources, targets, range(len(rows)), rows)
 
     def _json_inputs(self, text: str, name: str, expected: str) -> list[Dialogue]:
         stripped = text.lstrip()

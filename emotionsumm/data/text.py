@@ -13,42 +13,52 @@ from ..config.core import require_range
 from . import tokenizers as toks
 from .readers import column, read_lines, text_value
 from .table import BadRow, Examples, TableData, TableDataset
+from .token_cache import CHUNK, LazyList, Ragged, TokenCache, content_key, tokenizer_identity
 
 log = logging.getLogger(__name__)
 
 
 class TextDataset(TableDataset):
-    """Token ids (`input_ids`, optional `token_type_ids`) of texts; `texts` (and `pairs`) are the texts themselves."""
+    """Token ids (`input_ids`, optional `token_type_ids`) of texts, held as Ragged arrays (memory-mapped when
+    cached); `inputs[i]` is example i's dict of id lists. `texts` (and `pairs`) are the texts themselves."""
 
-    def __init__(self, encoded: list[dict[str, Any]], labels: list[int] | None, texts: list[str],
+    def __init__(self, ids: Ragged, types: Ragged | None, labels: list[int] | None, texts: list[str],
                  names: list[str], pairs: list[str] | None = None) -> None:
-        super().__init__(encoded, labels, names)
+        super().__init__((), labels if labels is not None else [None] * len(ids), names)
+        self.ids, self.types = ids, types
+        self.inputs = LazyList(len(ids), self._example)  # not a list: the ids stay in their arrays
         self.texts, self.pairs = texts, pairs
+
+    def _example(self, index: int) -> dict[str, Any]:
+        example: dict[str, Any] = {"input_ids": self.ids[index]}
+        if self.types is not None:
+            example["token_type_ids"] = self.types[index]
+        return example
 
     def transform(self, value: dict[str, Any], train: bool) -> dict[str, Any]:
         return dict(value)
 
     def lengths(self) -> list[int]:
         """Token counts: evaluation batches length-sorted examples so that little padding is computed."""
-        return [len(value["input_ids"]) for value in self.inputs]
+        return self.ids.lengths()
 
 
 class TextClassificationData(TableData):
     """Reads a text classification task and builds what the model and policy need.
 
-    Rows come from one file per split (`files.train|val|test`, `split=files`) or from one table `file`
-    split by `split=random|predefined|group` (see TableData): JSONL, CSV or TSV, or any delimited text
-    with `delimiter`; `text_field` (and `text_pair_field` for sentence pairs) and `label_field` name the
-    columns (indices without a header). Labels may be class ids or names; class names come from
-    `class_names` or are inferred from the training split, and are stored in the checkpoint. With
-    `tokenizer=None` a WordPiece tokenizer is trained on the training split (cached by content in
-    `tokenizer_cache_dir`) and saved in the run dir; otherwise the pretrained tokenizer of that name or
-    directory is used. `state` (from a checkpoint) fixes classes and tokenizer. A row whose text (or pair,
-    or label) is null, empty, only whitespace or a JSON list/object raises naming its file, line and key, or
-    with `on_error=skip` is left out and counted. With `demo`, the demo set is generated into `demo_dir`, and
-    every file must lie there. Sentence pairs are encoded as one sequence with `token_type_ids` (0 for the
-    text, 1 for the pair), the longer side truncated first to fit `max_length`. `task=regression` reads
-    numeric labels (e.g. a similarity score) for a one-output model.
+    Rows come from one file per split (`files.train|val|test`, `split=files`) or from one table `file` split by
+    `split=random|predefined|group` (see TableData): JSONL, CSV or TSV, or any delimited text with `delimiter`;
+    `text_field` (and `text_pair_field` for sentence pairs) and `label_field` name the columns (indices without a
+    header). Labels may be class ids or names; class names come from `class_names` or are inferred from the training
+    split, and are stored in the checkpoint. With `tokenizer=None` a WordPiece tokenizer is trained on the training
+    split (cached by content in `tokenizer_cache_dir`) and saved in the run dir; otherwise the pretrained tokenizer
+    of that name or directory is used. With `token_cache_dir` the ids of each split are cached there by content and
+    memory-mapped (token_cache.py), so a second set-up skips tokenisation. `state` (from a checkpoint) fixes classes
+    and tokenizer. A row whose text (or pair, or label) is null, empty, only whitespace or a JSON list/object raises
+    naming its file, line and key, or with `on_error=skip` is left out and counted. With `demo`, the demo set is
+    generated into `demo_dir`, and every file must lie there. Sentence pairs are encoded as one sequence with
+    `token_type_ids` (0 for the text, 1 for the pair), the longer side truncated first to fit `max_length`.
+    `task=regression` reads numeric labels (e.g. a similarity score) for a one-output model.
     """
 
     label_key = "data.label_field"
@@ -57,13 +67,15 @@ class TextClassificationData(TableData):
     def __init__(self, files: dict[str, str | None] | None = None, file: str | None = None,
                  text_field: Any = "text", text_pair_field: Any = None, label_field: Any = "label",
                  tokenizer: str | None = None, vocab_size: int = 8000, max_length: int = 128,
-                 tokenizer_cache_dir: str | None = None, state: dict[str, Any] | None = None, **common: Any) -> None:
+                 tokenizer_cache_dir: str | None = None, token_cache_dir: str | None = None,
+                 state: dict[str, Any] | None = None, **common: Any) -> None:
         super().__init__(files=files, label_column=label_field, state=state, **common)
         require_range("data.max_length", max_length, 8)
         self.file = file
         self.text_field, self.text_pair_field = text_field, text_pair_field
         self.tokenizer_name, self.vocab_size, self.max_length = tokenizer, vocab_size, max_length
         self.tokenizer_cache_dir = tokenizer_cache_dir
+        self.token_cache = TokenCache(token_cache_dir)
         self._tokenizer_json: str | None = (state or {}).get("tokenizer_json")
         self.tokenizer = None
 
@@ -103,19 +115,29 @@ class TextClassificationData(TableData):
     def make_dataset(self, split: str, examples: Examples) -> TextDataset:
         return self._encode([t for t, _ in examples.inputs],
                             [p for _, p in examples.inputs] if self.text_pair_field is not None else None,
-                            examples.ids, [r.where for r in examples.rows])
+                            examples.ids, [r.where for r in examples.rows], self.token_cache)
 
     def _encode(self, texts: list[str], pairs: list[str] | None, labels: list[int] | None,
-                names: list[str]) -> TextDataset:
-        enc = self.tokenizer(texts, pairs, truncation="longest_first", max_length=self.max_length,
-                             return_token_type_ids=pairs is not None)
-        encoded = []
-        for i, ids in enumerate(enc["input_ids"]):
-            example: dict[str, Any] = {"input_ids": ids}
+                names: list[str], cache: TokenCache | None = None) -> TextDataset:
+        """The texts' ids, from `cache` when it holds them (keyed by the texts, tokenizer and max_length)."""
+        settings = {"tokenizer": tokenizer_identity(self.tokenizer), "max_length": self.max_length,
+                    "truncation": "longest_first", "pairs": pairs is not None}
+        key = content_key(settings, texts, pairs) if settings["tokenizer"] else None
+        arrays, _ = (cache or TokenCache(None)).get("text", key, lambda: (self._tokenize(texts, pairs), {}))
+        return TextDataset(arrays["input_ids"], arrays.get("token_type_ids"), labels, texts, names, pairs)
+
+    def _tokenize(self, texts: list[str], pairs: list[str] | None) -> dict[str, Ragged]:
+        """`input_ids` (and `token_type_ids` for pairs), tokenised CHUNK texts at a time."""
+        ids, types = [], []
+        for start in range(0, len(texts), CHUNK):
+            enc = self.tokenizer(texts[start:start + CHUNK], pairs[start:start + CHUNK] if pairs is not None else None,
+                                 truncation="longest_first", max_length=self.max_length,
+                                 return_token_type_ids=pairs is not None, return_attention_mask=False)
+            ids.append(Ragged.from_lists(enc["input_ids"]))
             if pairs is not None:
-                example["token_type_ids"] = enc["token_type_ids"][i]
-            encoded.append(example)
-        return TextDataset(encoded, labels, texts, names, pairs)
+                types.append(Ragged.from_lists(enc["token_type_ids"]))
+        arrays = {"input_ids": Ragged.concat(ids)}
+        return {**arrays, "token_type_ids": Ragged.concat(types)} if pairs is not None else arrays
 
     # ---- what the trainer, model and policy need ------------------------------------------
     def predict_dataset(self, source: str) -> TextDataset:
