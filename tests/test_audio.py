@@ -257,3 +257,24 @@ def predict_three_demo_clips(ckpt_path: Path, root: Path, tmp_path: Path) -> np.
     class_names = torch.load(ckpt_path, weights_only=True)["data"]["class_names"]
     assert len(rows) == 3 and all(label in class_names and 0 < float(p) <= 1 for label, p in rows)
     return np.load(emb)
+
+
+def test_global_statistics_keep_the_spectral_shape_and_the_checkpoint_format():
+    from emotionsumm.data.audio_features import Normalizer
+
+    clip = torch.stack([torch.full((50,), 1.0), torch.full((50,), 3.0)])  # two mel bins, 50 frames
+    clip = clip + torch.linspace(-0.5, 0.5, 50)
+    per_mel, whole = Normalizer(), Normalizer(stats="global")
+    for normalizer in (per_mel, whole):
+        normalizer.update(clip)
+        normalizer.finish()
+    assert torch.allclose(per_mel(clip).mean(dim=1), torch.zeros(2), atol=1e-5)  # the bins' levels flattened
+    out = whole(clip)
+    assert whole.mean.shape == whole.std.shape == (2,) and torch.equal(whole.mean, whole.mean[:1].expand(2))
+    assert torch.allclose(out.mean(), torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(out.std(correction=0), torch.tensor(1.0), atol=1e-4)
+    assert out[1].mean() - out[0].mean() > 1.5  # the louder bin stays louder
+    restored = Normalizer(**whole.state_dict())
+    assert torch.equal(restored(clip), out)
+    with pytest.raises(ValueError, match="data.features.stats"):
+        Normalizer(stats="per_bin")

@@ -45,13 +45,18 @@ LOG_FLOOR = 1e-6  # added to the mel power before the log; log(LOG_FLOOR) is the
 CACHE_VERSION = 1  # bump when `extract` changes, so old cached features are not reused
 KINDS = ("logmel", "waveform")
 # the keys only the log-mel pipeline takes (a waveform pipeline built from the same config ignores them)
-LOGMEL_SETTINGS = ("n_mels", "n_fft", "win_length", "hop_length", "f_min", "f_max", "clip_norm", "freq_masks",
+LOGMEL_SETTINGS = ("n_mels", "n_fft", "win_length", "hop_length", "f_min", "f_max", "clip_norm", "stats", "freq_masks",
                    "freq_mask_width", "time_masks", "time_mask_width")
 CLIP_NORMS = ("none", "mean", "mean_std")
+STATS = ("per_mel", "global")
 
 
 class Normalizer:
     """Per-mel-bin mean and std (population), fitted on the training split's full-length log-mels.
+
+    `stats=global` fits one mean and std over every bin and frame instead (stored per bin, all equal): it
+    keeps the clip's spectral shape (how loud the low bands are against the high ones), which per-bin
+    statistics flatten.
 
     `clip_norm` first normalises each clip on its own, per mel bin over time (`mean`: subtract the clip's
     mean, i.e. cepstral mean normalisation; `mean_std`: also divide by its std): it removes the fixed
@@ -59,9 +64,10 @@ class Normalizer:
     """
 
     def __init__(self, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 clip_norm: str = "none") -> None:
+                 clip_norm: str = "none", stats: str = "per_mel") -> None:
         require_choice("data.features.clip_norm", clip_norm, CLIP_NORMS)
-        self.mean, self.std, self.clip_norm = mean, std, clip_norm
+        require_choice("data.features.stats", stats, STATS)
+        self.mean, self.std, self.clip_norm, self.stats = mean, std, clip_norm, stats
         self._sum = self._sq = None
         self._count = 0
 
@@ -91,8 +97,12 @@ class Normalizer:
     def finish(self) -> None:
         if not self._count:
             raise ValueError("cannot fit the audio normaliser: the training split has no readable audio")
-        mean = self._sum / self._count
-        var = (self._sq / self._count - mean * mean).clamp_min(0.0)
+        total, squares, count = self._sum, self._sq, self._count
+        if self.stats == "global":
+            count *= total.numel()
+            total, squares = total.sum().expand_as(total), squares.sum().expand_as(squares)
+        mean = total / count
+        var = (squares / count - mean * mean).clamp_min(0.0)
         self.mean, self.std = mean.float(), var.sqrt().clamp_min(1e-5).float()
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
@@ -107,7 +117,8 @@ class AudioPipeline:
 
     Features: `kind` (logmel; `waveform` builds a WaveformPipeline), `sample_rate`, `duration` (seconds;
     clips are cropped or padded to it), `n_mels`, `n_fft`, `win_length`, `hop_length` (samples), `f_min`,
-    `f_max`, `clip_norm` (per-clip normalisation before the training statistics; see Normalizer).
+    `f_max`, `clip_norm` (per-clip normalisation before the training statistics), `stats` (per_mel | global
+    training statistics; see Normalizer).
     Augmentation (training only): `freq_masks`/`freq_mask_width` and `time_masks`/`time_mask_width`
     (SpecAugment; widths are drawn from 0..width), `gain_db` (uniform in ±gain_db), `noise_snr_db`
     ([low, high]: white noise at a uniform SNR, with probability `noise_prob`). `normalizer` is the
@@ -125,7 +136,7 @@ class AudioPipeline:
 
     def __init__(self, kind: str = "logmel", sample_rate: int = 16000, duration: float = 2.0, n_mels: int = 64,
                  n_fft: int = 512, win_length: int | None = 400, hop_length: int = 160, f_min: float = 20.0,
-                 f_max: float | None = None, clip_norm: str = "none", freq_masks: int = 2,
+                 f_max: float | None = None, clip_norm: str = "none", stats: str = "per_mel", freq_masks: int = 2,
                  freq_mask_width: int = 8, time_masks: int = 2,
                  time_mask_width: int = 20, gain_db: float = 0.0, noise_snr_db: Sequence[float] | None = None,
                  noise_prob: float = 0.5, normalizer: dict[str, torch.Tensor] | None = None,
@@ -154,7 +165,7 @@ class AudioPipeline:
         profile = self.mel.mel_scale.fb.sum(dim=0)  # white noise's mel power per bin, up to a constant
         self._noise_profile = profile / profile.mean()
         self.read = ClipReader(self.sample_rate)
-        self.normalizer = Normalizer(**(normalizer or {}), clip_norm=clip_norm)
+        self.normalizer = Normalizer(**(normalizer or {}), clip_norm=clip_norm, stats=stats)
 
     # ---- un-augmented, full-length features (what the cache stores) --------------------------
     def feature_config(self) -> dict[str, Any]:
