@@ -32,18 +32,17 @@ sys.path.insert(0, str(ROOT))
 
 from emotionsumm.metrics.class_baselines import C_GRID, Featurizer, _fit  # noqa: E402
 
-# the overrides of each recipe on top of experiment=emotion_features_demo with the set's own views
+# each recipe: (experiment, encoder config of every view, further overrides; ENC = each view's encoder)
 RECIPES = {
-    # the README's "Your own features" command as it was: 2-layer MLPs of 64, attention fusion, 15 epochs
-    "shipped": [],
+    # the README's "Your own features" command before the small-data recipe: 2-layer MLPs of 64, attention
+    # fusion with modality dropout, 15 epochs at lr 3e-3
+    "shipped": ("emotion_features_demo", "features_mlp", []),
     # a logistic regression per view, trained by the framework (no hidden layer), late fusion
-    "linear": ["model.fusion=late", "ENC.num_layers=0", "ENC.classifier_dropout=0.0",
-               "optimizer.weight_decay=0.1", "trainer.max_epochs=60"],
-    # the small-data recipe: one wide layer per view with heavy dropout, noisy dropped-out inputs, late fusion
-    # of the per-view logits, no modality dropout, 60 epochs at lr 1e-3 (chosen in that order by this CV)
-    "small": ["model.fusion=late", "model.modality_dropout=0.0", "ENC.num_layers=1", "ENC.hidden=128",
-              "ENC.dropout=0.5", "ENC.input_dropout=0.2", "ENC.input_noise=0.3", "optimizer.lr=1e-3",
-              "trainer.max_epochs=60"],
+    "linear": ("emotion_features_demo", "features_mlp", [
+        "model.fusion=late", "ENC.num_layers=0", "ENC.classifier_dropout=0.0", "optimizer.weight_decay=0.1",
+        "trainer.max_epochs=60"]),
+    # the small-data recipe (conf/experiment/emotion_features_small.yaml, conf/model/features_small.yaml)
+    "small": ("emotion_features_small", "features_small", []),
 }
 
 
@@ -98,18 +97,15 @@ def uar(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def recipe_overrides(name: str, manifest: Path, views: list[str], test_groups: list[str]) -> list[str]:
     """The command line of a recipe: the set's views as features_mlp encoders, split by speaker."""
+    experiment, encoder, extra = RECIPES[name]
     groups = ",".join(f"'{g}'" for g in test_groups)
-    base = ["experiment=emotion_features_demo", "data.demo=false", f"data.file={manifest}", "data.split=group",
+    base = [f"experiment={experiment}", "data.demo=false", f"data.file={manifest}", "data.split=group",
             "data.group_column=speaker", f"data.test_groups=[{groups}]", "~data.features.visual_au",
             "~data.features.audio_lld", "~model.encoders.visual_au", "~model.encoders.audio_lld",
             f"data.modalities=[{','.join(views)}]", "logger=csv"]
     for view in views:
-        base += [f"+data.features.{view}={{column: {view}}}", f"+model@model.encoders.{view}=features_mlp"]
-    extra = []
-    for override in RECIPES[name]:
-        extra += [override.replace("ENC", f"model.encoders.{v}") for v in views] \
-            if "ENC" in override else [override]
-    return base + extra
+        base += [f"+data.features.{view}={{column: {view}}}", f"+model@model.encoders.{view}={encoder}"]
+    return base + [o.replace("ENC", f"model.encoders.{v}") for o in extra for v in (views if "ENC" in o else [0])]
 
 
 def run(overrides: list[str], work: Path) -> dict[str, float]:

@@ -18,7 +18,8 @@ Per modality and size:
   `trainer.fast_dev_run=2` (two batches of train/val/test, no checkpoints), `data.num_workers=0`.
 - `peak_rss_mb`: the largest peak RSS of those two training processes (each started from a small wrapper that
   reads `RUSAGE_CHILDREN`, so the benchmark's own memory is not counted).
-- `samples_per_s`, `data_share` (`data.num_workers=4`) and `samples_per_s_w0`, `data_share_w0` (0 workers):
+- `samples_per_s`, `data_share` (`data.num_workers=4`) and `samples_per_s_w0`, `data_share_w0` (0 workers),
+  with the experiment's shipped model (the default recipe; set-up runs use a small one):
   benchmarks/throughput.py's `Bench` (the trainer's `TrainLoader`, steps split into data wait / forward /
   backward / optimizer) in a fresh process, the two loaders taking turns step by step.
 - `cache_mb`: the size of everything under `paths.cache_dir` after the runs (tokenizers, audio features, ...).
@@ -323,7 +324,8 @@ def measure(name: str, size: str, args: argparse.Namespace, env: dict[str, str])
     shutil.rmtree(runs, ignore_errors=True)
     cold = train_run(run, runs / "cold", env, args.timeout)
     warm = train_run(run, runs / "warm", env, args.timeout)
-    speed = throughput_run(modality.experiment, overrides[1:], env, args)
+    # throughput of the default recipe: the shipped model (the data share of a step is relative to it)
+    speed = throughput_run(modality.experiment, [o for o in overrides[1:] if o not in modality.model], env, args)
     row = {"examples": n, "setup_s": cold["setup_s"], "setup_warm_s": warm["setup_s"],
            "peak_rss_mb": max(cold["peak_rss_mb"], warm["peak_rss_mb"]), "peak_rss_warm_mb": warm["peak_rss_mb"],
            **speed, "cache_mb": tree_mb(cache)}
