@@ -19,24 +19,25 @@ from emotionsumm.data.token_cache import Ragged, TokenCache
 CLASSES = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
 
+def demo_split_files(directory: Path, make) -> dict[str, str]:
+    """A generated demo corpus' train/validation/test JSONL files."""
+    make(directory)
+    return {split: str(directory / f"{name}.jsonl") for split, name in
+            [("train", "train"), ("val", "validation"), ("test", "test")]}
+
+
 @pytest.fixture(scope="module")
 def text_files(tmp_path_factory) -> dict[str, str]:
     from emotionsumm.demo.text import make_text_emotion
 
-    directory = tmp_path_factory.mktemp("text")
-    make_text_emotion(directory)
-    return {"train": str(directory / "train.jsonl"), "val": str(directory / "validation.jsonl"),
-            "test": str(directory / "test.jsonl")}
+    return demo_split_files(tmp_path_factory.mktemp("text"), make_text_emotion)
 
 
 @pytest.fixture(scope="module")
 def dialogue_files(tmp_path_factory) -> dict[str, str]:
     from emotionsumm.demo.dialogue import make_dialogues
 
-    directory = tmp_path_factory.mktemp("dialogue")
-    make_dialogues(directory)
-    return {"train": str(directory / "train.jsonl"), "val": str(directory / "validation.jsonl"),
-            "test": str(directory / "test.jsonl")}
+    return demo_split_files(tmp_path_factory.mktemp("dialogue"), make_dialogues)
 
 
 @pytest.fixture
