@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from emotionsumm.data.features import ArrayFiles, split_reference  # noqa: E402
 from emotionsumm.metrics.class_baselines import C_GRID, Featurizer, _fit  # noqa: E402
 
 # each recipe: (experiment, encoder config of every view, further overrides; ENC = each view's encoder)
@@ -52,15 +53,14 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
 
 
 def views_of(rows: list[dict[str, str]], base: Path, views: list[str]) -> dict[str, np.ndarray]:
-    """Each view as an [N, D] array, in manifest order (references `<file>.npy#<row>`)."""
+    """Each view as an [N, D] array, in manifest order (references `<file>.npy#<row>`, read as the data does)."""
+    arrays = ArrayFiles()
     out = {}
     for view in views:
-        arrays: dict[str, np.ndarray] = {}
         vectors = []
         for row in rows:
-            name, index = row[view].split("#")
-            arrays.setdefault(name, np.load(base / name, mmap_mode="r"))
-            vectors.append(np.asarray(arrays[name][int(index)], dtype=np.float64))
+            name, index = split_reference(row[view])
+            vectors.append(np.asarray(arrays.get(base / name)[int(index)], dtype=np.float64))
         out[view] = np.stack(vectors)
     return out
 

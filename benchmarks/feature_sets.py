@@ -87,8 +87,6 @@ def build_meld(out: Path) -> Path:
     from transformers import AutoModel, AutoTokenizer
 
     model_dir = SHARED / "models/all-MiniLM-L6-v2"
-    if not model_dir.is_dir():
-        model_dir = SHARED.parent / "models/all-MiniLM-L6-v2"
     tokenizer, model = AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
     texts, labels, speakers = [], [], []
     for name in ("train", "dev", "test"):
