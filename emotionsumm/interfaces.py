@@ -104,8 +104,9 @@ class BaselineData(Protocol):
     """Classification data that gives the baselines (`metrics/class_baselines.py`) a cheap fixed representation of
     the examples of a set-up split, in the order of `dataset(split).labels`."""
 
-    def baseline_views(self, split: str) -> dict[str, list[str] | np.ndarray]:
-        """Modality -> its texts (bag of words) or a float array [N, D] (NaN rows: the modality is missing)."""
+    def baseline_views(self, split: str, rows: Sequence[int] | None = None) -> dict[str, list[str] | np.ndarray]:
+        """Modality -> its texts (bag of words) or a float array [N, D] (NaN rows: the modality is missing), of
+        every example of the split or only of `rows` (indices into it, in that order)."""
 
 
 @runtime_checkable

@@ -44,9 +44,11 @@ class Views:
     def dataset(self, split: str) -> _Split | None:
         return _Split(self.splits[split][1]) if split in self.splits else None
 
-    def baseline_views(self, split: str) -> dict:
-        views = {"x": self.splits[split][0]}
-        return {**views, "text": self.texts[split]} if self.texts else views
+    def baseline_views(self, split: str, rows=None) -> dict:
+        self.asked = [*getattr(self, "asked", []), (split, None if rows is None else len(rows))]
+        views = {"x": self.splits[split][0] if rows is None else self.splits[split][0][rows]}
+        texts = self.texts and (self.texts[split] if rows is None else [self.texts[split][i] for i in rows])
+        return {**views, "text": texts} if self.texts else views
 
 
 def blobs(n: int, seed: int, num_classes: int = 3, sizes: tuple[float, ...] = (0.5, 0.3, 0.2)) -> tuple:
@@ -111,6 +113,22 @@ def test_without_a_validation_split_c_is_chosen_on_a_stratified_holdout_then_ref
     assert fits[-1] == (1e-3, y)  # refitted on the whole training split
 
 
+def test_a_large_training_split_is_fitted_on_a_stratified_sample_and_val_test_are_scored_whole(monkeypatch):
+    monkeypatch.setattr(cb, "MAX_FIT_ROWS", 50)
+    data = Views({"train": blobs(400, 0), "val": blobs(120, 1), "test": blobs(90, 2)}, ["a", "b", "c"])
+    scores, details = score_baseline("linear", data, ("val", "test"))
+    assert data.asked[0] == ("train", 50) and ("val", None) in data.asked and ("test", None) in data.asked
+    assert details["fit_rows"] == 50 and scores["test"]["acc"] > 0.9  # all 90 test rows: a share of 90
+    assert round(scores["test"]["acc"] * 90) == scores["test"]["acc"] * 90
+    labels = np.asarray(blobs(400, 0)[1])
+    rows = cb.sample_rows(labels, 50)
+    assert len(rows) == 50 and list(rows) == sorted(set(rows.tolist()))
+    assert np.bincount(labels[rows], minlength=3) == pytest.approx(np.bincount(labels) / 8, abs=1)  # stratified
+    assert (rows == cb.sample_rows(labels, 50)).all() and cb.sample_rows(labels, 400) is None  # seeded; all rows
+    small = Views({"train": blobs(40, 0), "test": blobs(20, 1)}, ["a", "b", "c"])
+    assert "fit_rows" not in score_baseline("linear", small, ("test",))[1] and small.asked[0] == ("train", None)
+
+
 def test_featurizer_standardises_on_train_fills_missing_with_the_mean_and_adds_tfidf():
     train = {"x": np.array([[1.0, 5.0], [3.0, np.nan]]), "text": ["happy day", "sad day"]}
     features = Featurizer().fit(train)
@@ -158,7 +176,7 @@ def test_run_baselines_skips_regression_and_other_data_and_a_failing_baseline_on
     data.task = "regression"
     assert cb.run_baselines(["linear"], data) is None
     data.task = "classification"
-    data.baseline_views = lambda split: (_ for _ in ()).throw(MemoryError("too big"))
+    data.baseline_views = lambda split, rows=None: (_ for _ in ()).throw(MemoryError("too big"))
     final = cb.run_baselines(["majority", "linear"], data)
     with caplog.at_level(logging.WARNING):
         extra = final({"test/acc": 0.9})

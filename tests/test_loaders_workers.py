@@ -50,3 +50,19 @@ def test_resume_mid_epoch_with_workers_is_bitwise_identical(tmp_path):
     step_b, raw_b, ema_b = _weights(tmp_path / "cut")
     assert step_a == step_b == 20
     assert all(torch.equal(raw_a[k], raw_b[k]) and torch.equal(ema_a[k], ema_b[k]) for k in raw_a)
+
+
+def test_epochs_follow_in_one_prefetching_stream_with_the_batches_of_fresh_iterators(monkeypatch):
+    data = tiny_data(noise=True, num_workers=2)
+    train = TrainLoader(data, data.dataset("train"), seed=3, pin_memory=False)
+    streams = []
+    original = type(train.loader).__iter__
+    monkeypatch.setattr(type(train.loader), "__iter__", lambda self: streams.append(1) or original(self))
+    chained = [[batch["noise"].tolist() for batch in train.epoch(epoch, 0, seed=3)] for epoch in range(3)]
+    assert len(streams) == 1  # epochs 1 and 2 came from the stream that prefetched them
+    assert chained == [_noise_of_epoch(data, epoch) for epoch in range(3)]
+    expected = _noise_of_epoch(data, 4)
+    before = len(streams)
+    next(train.epoch(3, 0, seed=3))  # an epoch not read to its end (trainer.limit_train_batches): the stream
+    assert len(streams) == before  # went on into epoch 3, but epoch 4 needs a new one
+    assert [b["noise"].tolist() for b in train.epoch(4, 0, seed=3)] == expected and len(streams) == before + 1

@@ -31,7 +31,7 @@ from .audio_features import (
     probe_audio,
 )
 from .readers import check_file, column, read_lines
-from .table import Examples, Row, TableData, TableDataset
+from .table import Examples, Row, TableData, TableDataset, picked
 
 LAYOUTS = ("csv", "ravdess")
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -185,11 +185,11 @@ class AudioClassificationData(TableData):
             batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
         return batch
 
-    def baseline_views(self, split: str) -> dict[str, np.ndarray]:
+    def baseline_views(self, split: str, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """Per-clip mean and std of each mel bin of the full-length log-mels (cached ones with cache_features)."""
         extract = self.pipeline.extract
         return {"audio": np.stack([clip_statistics(self.pipeline, v if isinstance(v, torch.Tensor) else extract(v))
-                                   .numpy() for v in self.datasets[split].inputs])}
+                                   .numpy() for v in picked(self.datasets[split].inputs, rows)])}
 
     def model_kwargs(self) -> dict[str, Any]:
         return {**super().model_kwargs(), "n_mels": self.pipeline.n_mels}

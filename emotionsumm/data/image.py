@@ -27,7 +27,7 @@ from .image_checks import ImageCheckCache
 from .image_transforms import NORMALIZE, ImagePipeline, ImageReadError, PixelMoments, thumbnail
 from .readers import check_file, column, read_lines
 from .splits import SPLITS
-from .table import Examples, Row, TableData, TableDataset
+from .table import Examples, Row, TableData, TableDataset, picked
 
 log = logging.getLogger(__name__)
 
@@ -254,11 +254,11 @@ class ImageClassificationData(TableData):
             batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
         return batch
 
-    def baseline_views(self, split: str) -> dict[str, np.ndarray]:
+    def baseline_views(self, split: str, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """The images averaged down to 16 x 16 pixels (the preloaded ones, else read again)."""
         load = self.pipeline.load
         return {"image": np.stack([thumbnail(v if isinstance(v, torch.Tensor) else load(v)).numpy()
-                                   for v in self.datasets[split].inputs])}
+                                   for v in picked(self.datasets[split].inputs, rows)])}
 
     def model_kwargs(self) -> dict[str, Any]:
         return {**super().model_kwargs(), "in_channels": self.pipeline.channels}

@@ -33,7 +33,7 @@ from .audio_features import AudioPipeline, AudioReadError, FeatureCache, clip_st
 from .features import FeatureModality, FeatureReadError, feature_modalities, is_reference, rebase
 from .image_transforms import ImagePipeline, ImageReadError, thumbnail
 from .readers import check_file, read_rows, text_value
-from .table import BadRow, Examples, Row, TableData, TableDataset
+from .table import BadRow, Examples, Row, TableData, TableDataset, picked
 
 log = logging.getLogger(__name__)
 
@@ -253,16 +253,17 @@ class MultimodalData(TableData):
         features = {n: f for n, f in self.features.items() if n in self.active}
         return MultimodalDataset(inputs, labels, names, self.audio, self.image, features, train, texts)
 
-    def baseline_views(self, split: str) -> dict[str, list[str | None] | np.ndarray]:
+    def baseline_views(self, split: str, rows: Sequence[int] | None = None
+                       ) -> dict[str, Sequence[str | None] | np.ndarray]:
         """Per active modality: the texts, the clips' log-mel statistics, the images at 16 x 16 pixels and the
         feature vectors (sequences averaged), each NaN where a row lacks it (a missing text: None)."""
         dataset = self.datasets[split]
-        views: dict[str, Any] = {"text": dataset.texts} if "text" in self.active else {}
+        views: dict[str, Any] = {"text": picked(dataset.texts, rows)} if "text" in self.active else {}
         numeric = {"audio": lambda x: clip_statistics(self.audio, x), "image": thumbnail,
                    **{n: f.pooled for n, f in self.features.items() if n in self.active}}
         for name, represent in numeric.items():
             if name in self.active:
-                vectors = [represent(item[name]) if item.get(name) is not None else None for item in dataset.inputs]
+                vectors = [represent(item[name]) if item.get(name) is not None else None for item in picked(dataset.inputs, rows)]
                 some = next((v for v in vectors if v is not None), None)
                 if some is None:  # no row of this split has it; a training row does (else it is not active)
                     some = represent(next(i[name] for i in self.datasets["train"].inputs if i.get(name) is not None))

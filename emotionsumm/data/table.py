@@ -111,6 +111,11 @@ def retyped(exc: Exception, message: str) -> Exception:
     return error
 
 
+def picked(values: Sequence[Any], rows: Sequence[int] | None) -> Sequence[Any]:
+    """`values`, or only those at `rows` (in that order) when rows are given."""
+    return values if rows is None else [values[i] for i in rows]
+
+
 def groups_of(rows: Sequence[Row]) -> list[str] | None:
     """Every row's group, or None unless every row has one."""
     return [r.group for r in rows] if rows and all(r.group is not None for r in rows) else None

@@ -4,6 +4,7 @@ tokenized once."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 from ..config.core import require_range
 from . import tokenizers as toks
 from .readers import column, read_lines, text_value
-from .table import BadRow, Examples, TableData, TableDataset
+from .table import BadRow, Examples, TableData, TableDataset, picked
 from .token_cache import CHUNK, LazyList, Ragged, TokenCache, content_key, tokenizer_identity
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,11 @@ class TextClassificationData(TableData):
                                            dtype=torch.float32 if self.regression else torch.long)
         return batch
 
-    def baseline_views(self, split: str) -> dict[str, list[str]]:
+    def baseline_views(self, split: str, rows: Sequence[int] | None = None) -> dict[str, Sequence[str]]:
         """The texts (and pairs) of a split, for the bag-of-words baseline."""
         dataset = self.datasets[split]
-        return {"text": dataset.texts, **({"text_pair": dataset.pairs} if dataset.pairs is not None else {})}
+        return {"text": picked(dataset.texts, rows),
+                **({"text_pair": picked(dataset.pairs, rows)} if dataset.pairs is not None else {})}
 
     def model_kwargs(self) -> dict[str, Any]:
         tok = self.tokenizer

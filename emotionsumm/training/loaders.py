@@ -2,10 +2,12 @@
 
 Training batches are either drawn freely (`data.batch_size` examples, optionally weighted) or are
 fixed groups of examples that the data decides (`data.train_batches()`, e.g. length buckets): then
-the groups are the units that are shuffled, sharded and resumed. With `data.num_workers` > 0 the
-workers stay alive across epochs and validations, prefetch, and seed every training example from
-(seed, epoch, rank, batch, slot), so augmentation does not depend on which worker drew it: a resumed
-run sees the same examples as an uninterrupted one. Evaluation batches of a dataset that knows its
+the groups are the units that are shuffled, sharded and resumed. Epochs follow each other in one
+DataLoader iterator, so with `data.num_workers` > 0 the workers, alive across epochs and validations,
+prefetch the next epoch's first batches while this one ends (a new iterator per epoch would make every
+epoch start by waiting for them). Workers seed every training example from (seed, epoch, rank, batch,
+slot), so augmentation does not depend on which worker drew it: a resumed run sees the same examples as
+an uninterrupted one. Evaluation batches of a dataset that knows its
 examples' lengths are formed longest first (little padding) and their results put back in file order.
 """
 
@@ -89,6 +91,24 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
         return len(self.batches)  # type: ignore[arg-type]
 
 
+class Epochs(Sampler[Any]):
+    """The batches of epoch after epoch, without end, from `first` = (epoch, batch): the sampler is moved to
+    each epoch (and start) just before its batches are drawn, so every epoch's batches are the ones a fresh
+    iterator of that epoch gives."""
+
+    def __init__(self, batches: Iterable[Any], sampler: ShardedSampler, units_per_batch: int) -> None:
+        self.batches, self.sampler, self.units_per_batch = batches, sampler, units_per_batch
+        self.first = (0, 0)
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, start = self.first
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.sampler.set_start(start * self.units_per_batch)
+            yield from self.batches
+            epoch, start = epoch + 1, 0
+
+
 class SeededExamples(Dataset):
     """Seeds python, numpy and torch from the pair's seed, then loads the example (inside a worker)."""
 
@@ -122,18 +142,30 @@ class TrainLoader:
                             else BatchSampler(self.sampler, data.batch_size, drop_last=False))
         if data.num_workers > 0:  # a worker's own RNG stream would depend on which batches it drew before
             batches, dataset = SeededBatches(batches, self.sampler, self.units_per_batch, seed), SeededExamples(dataset)
-        self.loader = DataLoader(dataset, batch_sampler=batches, collate_fn=data.collate, generator=self.generator,
-                                 **worker_options(data.num_workers, pin_memory))
+        self.epochs = Epochs(batches, self.sampler, self.units_per_batch)
+        self.loader = DataLoader(dataset, batch_sampler=self.epochs, collate_fn=data.collate,
+                                 generator=self.generator, **worker_options(data.num_workers, pin_memory))
+        self.stream: Iterator[Any] | None = None
+        self.position: tuple[int, int] | None = None  # (epoch, batch) the stream yields next
 
     def batches_per_epoch(self) -> int:
         return math.ceil(self.sampler.epoch_length() / self.units_per_batch)
 
     def epoch(self, epoch: int, start_batch: int, seed: int) -> Iterator[dict]:
-        """The batches of `epoch` from batch `start_batch` on (the same ones an uninterrupted run sees)."""
-        self.sampler.set_epoch(epoch)
-        self.sampler.set_start(start_batch * self.units_per_batch)
-        self.generator.manual_seed(seed * 100003 + epoch)
-        return iter(self.loader)
+        """The batches of `epoch` from batch `start_batch` on (the same ones an uninterrupted run sees): the
+        running stream's when it stands there (the previous epoch was read to its end), else a new one's."""
+        if self.stream is None or self.position != (epoch, start_batch):
+            self.generator.manual_seed(seed * 100003 + epoch)
+            self.epochs.first = (epoch, start_batch)
+            self.stream, self.position = iter(self.loader), (epoch, start_batch)
+        return self._take(epoch, start_batch)
+
+    def _take(self, epoch: int, start_batch: int) -> Iterator[dict]:
+        total = self.batches_per_epoch()
+        for number in range(start_batch, total):
+            batch = next(self.stream)  # type: ignore[arg-type]
+            self.position = (epoch, number + 1) if number + 1 < total else (epoch + 1, 0)
+            yield batch
 
 
 class EvalBatches(Sampler[list[int]]):
