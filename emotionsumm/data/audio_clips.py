@@ -6,11 +6,8 @@ Used by the log-mel and the waveform pipelines. Every read failure is an `AudioR
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchaudio
@@ -139,7 +136,3 @@ def window_start(length: int, size: int, train: bool) -> int:
         return 0
     return int(torch.randint(0, extra + 1, ())) if train else extra // 2
 
-
-def config_key(config: dict[str, Any]) -> str:
-    """A short hash of a feature config (the feature cache's directory name)."""
-    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]

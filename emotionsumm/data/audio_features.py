@@ -29,12 +29,12 @@ from .audio_clips import (
     AudioReadError,
     ClipReader,
     check_clip_settings,
-    config_key,
     probe_audio,
     read_audio,
     window_start,
 )
 from .audio_waveform import WAVEFORM_SETTINGS, WaveformPipeline
+from .cache_keys import settings_key
 
 __all__ = ["AudioPipeline", "AudioReadError", "FeatureCache", "LOG_FLOOR", "Normalizer", "WaveformPipeline",
            "clip_statistics", "probe_audio", "read_audio"]
@@ -175,7 +175,7 @@ class AudioPipeline:
                 "f_min": self.f_min, "f_max": self.f_max, "log_floor": LOG_FLOOR}
 
     def feature_key(self) -> str:
-        return config_key(self.feature_config())
+        return settings_key(self.feature_config())
 
     def load(self, path: str | Path) -> torch.Tensor:
         """Mono waveform at `sample_rate` (resampled when the file has another rate)."""

@@ -22,7 +22,8 @@ import torch
 
 from ..config.core import require_choice
 from ..models.pretrained import pretrained_source
-from .audio_clips import ClipReader, check_clip_settings, config_key, window_start
+from .audio_clips import ClipReader, check_clip_settings, window_start
+from .cache_keys import settings_key
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class WaveformPipeline:
         return {"kind": self.kind, "version": CACHE_VERSION, "sample_rate": self.sample_rate}
 
     def feature_key(self) -> str:
-        return config_key(self.feature_config())
+        return settings_key(self.feature_config())
 
     def load(self, path: str | Path) -> torch.Tensor:
         """Mono waveform at `sample_rate` (resampled when the file has another rate)."""

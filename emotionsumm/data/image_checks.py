@@ -16,7 +16,6 @@ cache file is rebuilt, never trusted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from stat import S_ISLNK
 from typing import Any
+
+from .cache_keys import settings_key
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ def file_ident(path: Path, folders: dict[str, str] | None = None) -> Ident:
     return os.path.join(folders[folder], name), stat.st_size, stat.st_mtime_ns
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:20]
-
-
 class ImageCheckCache:
     """Verdicts (None = readable, else the reason it is not) and training statistics of image files.
 
@@ -62,7 +59,7 @@ class ImageCheckCache:
         from PIL import __version__ as pil_version
 
         self.settings = {**settings, "version": CHECK_VERSION, "pil": pil_version}
-        name = _digest({"sources": sorted(sources), "settings": self.settings})
+        name = settings_key({"sources": sorted(sources), "settings": self.settings})
         self.path = Path(directory).expanduser() / f"images-{name}.json"
         self.files: dict[str, list[Any]] = {}
         self.stats: dict[str, list[Any]] = {}
@@ -126,7 +123,7 @@ class ImageCheckCache:
     def statistics(self, paths: Iterable[Path], compute: Callable[[], tuple[list[float], list[float]]]
                    ) -> tuple[list[float], list[float]]:
         """(mean, std) of the images at `paths`, cached under a hash of their idents, else `compute()`d."""
-        key = _digest([self.ident(Path(p)) for p in paths])
+        key = settings_key([self.ident(Path(p)) for p in paths])
         if key in self.stats:
             mean, std = self.stats[key]
             return [float(m) for m in mean], [float(s) for s in std]

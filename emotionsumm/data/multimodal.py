@@ -261,9 +261,10 @@ class MultimodalData(TableData):
         views: dict[str, Any] = {"text": picked(dataset.texts, rows)} if "text" in self.active else {}
         numeric = {"audio": lambda x: clip_statistics(self.audio, x), "image": thumbnail,
                    **{n: f.pooled for n, f in self.features.items() if n in self.active}}
+        inputs = picked(dataset.inputs, rows)
         for name, represent in numeric.items():
             if name in self.active:
-                vectors = [represent(item[name]) if item.get(name) is not None else None for item in picked(dataset.inputs, rows)]
+                vectors = [represent(item[name]) if item.get(name) is not None else None for item in inputs]
                 some = next((v for v in vectors if v is not None), None)
                 if some is None:  # no row of this split has it; a training row does (else it is not active)
                     some = represent(next(i[name] for i in self.datasets["train"].inputs if i.get(name) is not None))
