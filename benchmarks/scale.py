@@ -300,10 +300,10 @@ def assemble(results: dict[str, dict[str, dict[str, float]]], **extra: Any) -> d
     return {**results, **extra}
 
 
-def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """The Markdown table of all measurements."""
-    head = ("| modality | size | examples | setup s | warm setup s | peak RSS MB | samples/s w0 | data share w0 "
-            "| samples/s w4 | data share w4 | cache MB |\n|" + "---|" * 11)
+def table(results: dict[str, dict[str, dict[str, float]]], workers: int) -> str:
+    """The Markdown table of all measurements (`workers`: the loader workers of samples/s and data share)."""
+    head = (f"| modality | size | examples | setup s | warm setup s | peak RSS MB | samples/s w0 | data share w0 "
+            f"| samples/s w{workers} | data share w{workers} | cache MB |\n|" + "---|" * 11)
     rows = [f"| {name} | {size} | {r['examples']} | {r['setup_s']:.1f} | {r['setup_warm_s']:.1f} | "
             f"{r['peak_rss_mb']:.0f} | {r['samples_per_s_w0']:.0f} | {100 * r['data_share_w0']:.1f} % | "
             f"{r['samples_per_s']:.0f} | {100 * r['data_share']:.1f} % | {r['cache_mb']:.1f} |"
@@ -364,7 +364,7 @@ def main() -> None:
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
-    print(table(results))
+    print(table(results, args.workers))
     command = " ".join(["python benchmarks/scale.py", *sys.argv[1:]])
     print(json.dumps(assemble(results, threads=args.threads, command=command,
                               load_avg={"start": load_start, "end": os.getloadavg()},

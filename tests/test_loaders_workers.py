@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from emotionsumm.training import loaders
 from emotionsumm.training.checkpoint import load_checkpoint
-from emotionsumm.training.loaders import EvalLoader, TrainLoader, worker_options
+from emotionsumm.training.loaders import ByValue, EvalLoader, TrainLoader, worker_options
 
 from .tiny_task import fit_tiny, tiny_data
 
@@ -66,3 +67,28 @@ def test_epochs_follow_in_one_prefetching_stream_with_the_batches_of_fresh_itera
     next(train.epoch(3, 0, seed=3))  # an epoch not read to its end (trainer.limit_train_batches): the stream
     assert len(streams) == before  # went on into epoch 3, but epoch 4 needs a new one
     assert [b["noise"].tolist() for b in train.epoch(4, 0, seed=3)] == expected and len(streams) == before + 1
+
+
+def test_small_batches_leave_workers_by_value_and_arrive_as_the_same_tensors(monkeypatch):
+    batch = {"x": torch.randn(4, 3), "mask": torch.tensor([True, False, True, True]), "ids": torch.arange(4),
+             "names": ["a", "b", "c", "d"]}
+    packed = ByValue.pack(batch)
+    assert isinstance(packed, ByValue) and not any(isinstance(v, torch.Tensor) for v in packed.arrays.values())
+    back = loaders.unpacked(packed)
+    assert back["names"] == batch["names"] and all(
+        torch.equal(back[k], batch[k]) and back[k].dtype == batch[k].dtype for k in ("x", "mask", "ids"))
+    big = {"x": torch.zeros(loaders.BY_VALUE_BYTES // 4)}  # 1 MB and more: shared memory, as before
+    assert ByValue.pack(big) is big and ByValue.pack([1]) == [1]
+    assert ByValue.pack({"x": torch.zeros(2, dtype=torch.bfloat16)})["x"].dtype == torch.bfloat16
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self + 0)  # no CUDA here: what the loader calls
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = pin_memory(packed)
+    assert isinstance(pinned, dict) and torch.equal(pinned["x"], batch["x"])
+    data = tiny_data(num_workers=2)
+    served = [b for b in EvalLoader(data, data.dataset("val"), seed=0, pin_memory=False)]
+    plain = [b for b in EvalLoader(tiny_data(), tiny_data().dataset("val"), seed=0, pin_memory=False)]
+    assert all(isinstance(v, torch.Tensor) for b in served for v in b.values())  # unpacked
+    assert len(served) == len(plain) and all(torch.equal(a[k], b[k]) for a, b in zip(served, plain) for k in a)
+    train = TrainLoader(data, data.dataset("train"), seed=0, pin_memory=False)
+    assert all(isinstance(v, torch.Tensor) for b in train.epoch(0, 0, seed=0) for v in b.values())

@@ -65,7 +65,7 @@ def row(**extra: float) -> dict[str, float]:
 def test_last_line_holds_the_contract_keys() -> None:
     results = {"text": {"1x": row(), "10x": row(setup_s=3.0)}, "image": {"1x": row()}}
     out = scale.assemble(results, threads=1, command="python benchmarks/scale.py")
-    printed = scale.table(results) + "\n" + json.dumps(out) + "\n"
+    printed = scale.table(results, workers=2) + "\n" + json.dumps(out) + "\n"
     last = scale.parse_last_json(printed)
     assert last["threads"] == 1 and last["command"] == "python benchmarks/scale.py"
     for name, sizes in results.items():
@@ -73,6 +73,7 @@ def test_last_line_holds_the_contract_keys() -> None:
             assert set(scale.CONTRACT) <= set(last[name][size])
     assert last["text"]["10x"]["setup_s"] == 3.0
     assert printed.count("\n| text |") == 2 and "| image | 1x | 10 | 1.0 | 0.5 | 300 | 800 | 20.0 % |" in printed
+    assert "| samples/s w2 | data share w2 |" in printed
 
 
 def test_a_result_without_a_contract_key_is_refused() -> None:
