@@ -10,7 +10,8 @@ features rather than media would give them:
   descriptors: log energy, zero-crossing rate, spectral centroid, bandwidth, roll-off, flatness and flux,
   F0 (torchaudio's autocorrelation pitch; 0 where unvoiced) and 13 MFCCs.
 `meld` (13,708 utterances; 7 emotions): `text` [384], the mean-pooled frozen all-MiniLM-L6-v2 embedding of each
-utterance (../shared/models), with its `Speaker` as the group.
+utterance (../shared/models); the group is the speaker for the six main characters (1,763-2,070 utterances
+each) and `other` for the ~300 others (2,293 in all), 7 groups rather than 300.
 Each set is one manifest (`<set>/manifest.csv`: label, speaker, one `<view>.npy#<row>` column per view) that
 `experiment=emotion_features_demo data.demo=false` reads with `data.split=group data.group_column=speaker`
 (commands in docs/results.md#small-feature-sets). The files are derived from research-licensed corpora: they
@@ -31,6 +32,7 @@ import torchaudio
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOTIONSUMM_SHARED", ROOT.parent / "shared"))
 RATE, HOP, WINDOW = 16000, 160, 400
+MELD_MAIN = ("Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross")
 
 
 def read_wav(path: Path) -> torch.Tensor:
@@ -94,7 +96,7 @@ def build_meld(out: Path) -> Path:
             for row in csv.DictReader(f):
                 texts.append(row["Utterance"].replace("\x92", "'"))
                 labels.append(row["Emotion"])
-                speakers.append(row["Speaker"])
+                speakers.append(row["Speaker"] if row["Speaker"] in MELD_MAIN else "other")
     vectors = []
     with torch.inference_mode():
         for start in range(0, len(texts), 256):
