@@ -9,7 +9,7 @@ features rather than media would give them:
 - `prosody` [105]: eGeMAPS-style functionals (mean, std, 10th/50th/90th percentile) of 21 frame-level
   descriptors: log energy, zero-crossing rate, spectral centroid, bandwidth, roll-off, flatness and flux,
   F0 (torchaudio's autocorrelation pitch; 0 where unvoiced) and 13 MFCCs.
-`meld` (13,708 utterances; 7 emotions): `text` [384], the mean-pooled frozen all-MiniLM-L6-v2 embedding of each
+`meld` (13,708 utterances; 7 emotions): `minilm` [384], the mean-pooled frozen all-MiniLM-L6-v2 embedding of each
 utterance (../shared/models); the group is the speaker for the six main characters (1,763-2,070 utterances
 each) and `other` for the ~300 others (2,293 in all), 7 groups rather than 300.
 Each set is one manifest (`<set>/manifest.csv`: label, speaker, one `<view>.npy#<row>` column per view) that
@@ -105,7 +105,7 @@ def build_meld(out: Path) -> Path:
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             vectors.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
-    return write_set(out / "meld", {"text": np.concatenate(vectors)}, labels, speakers)
+    return write_set(out / "meld", {"minilm": np.concatenate(vectors)}, labels, speakers)
 
 
 def write_set(directory: Path, views: dict[str, np.ndarray], labels: list[str], speakers: list[str]) -> Path:
