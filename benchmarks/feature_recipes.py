@@ -44,9 +44,8 @@ RECIPES = {
         "trainer.max_epochs=60"]),
     # the small-data recipe (conf/experiment/emotion_features_small.yaml, conf/model/features_small.yaml)
     "small": ("emotion_features_small", "features_small", []),
-    # candidates for the next small-data recipe: the small one with the input beside its layer ("wide and deep"),
-    # the same inputs' regularisation on a linear model, and the small one with 10x the weight decay
-    "small_skip": ("emotion_features_small", "features_small", ["ENC.skip=true"]),
+    # candidates measured against `small` (docs/results.md#small-feature-sets): its input regularisation on a
+    # linear model, and the small one with 10x the weight decay
     "linear_noisy": ("emotion_features_small", "features_small", ["ENC.num_layers=0", "ENC.classifier_dropout=0.0"]),
     "small_wd": ("emotion_features_small", "features_small", ["optimizer.weight_decay=0.1"]),
 }

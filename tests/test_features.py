@@ -306,16 +306,3 @@ def test_input_dropout_and_noise_act_in_training_only_and_off_change_nothing():
     assert not torch.equal(regularised(x), a)
     with pytest.raises(ValueError, match="model.input_noise"):
         FeatureMLP(num_classes=3, input_dim=8, input_noise=-0.1)
-
-
-def test_skip_gives_the_head_the_input_beside_the_layers():
-    torch.manual_seed(0)
-    wide = FeatureMLP(num_classes=3, input_dim=8, hidden=16, num_layers=1, skip=True).eval()
-    x = torch.randn(4, 8)
-    pooled = wide.features(x)
-    assert pooled.shape == (4, 24) and torch.equal(pooled[:, :8], x)  # the input first, then the layer's 16
-    assert torch.equal(pooled[:, 8:], wide.encoder(x)) and wide.head[1].in_features == 24
-    with torch.no_grad():  # the head's weights on the layer's part at 0: a linear model of the input alone
-        wide.head[1].weight[:, 8:] = 0
-    assert torch.allclose(wide(x), x @ wide.head[1].weight[:, :8].T + wide.head[1].bias)
-    assert FeatureMLP(num_classes=3, input_dim=8, num_layers=0, skip=True).head[1].in_features == 8  # no layers

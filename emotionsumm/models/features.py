@@ -27,8 +27,7 @@ def _head(hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
 
 class FeatureMLP(nn.Module):
     """`num_layers` Linear-GELU-dropout layers of width `hidden` over a per-example vector [B, input_dim]
-    (num_layers=0: the vector itself), then the head. `skip` also gives the head the vector itself beside the
-    layers' output ("wide and deep": a linear model plus what the layers add to it).
+    (num_layers=0: the vector itself), then the head.
 
     For small feature sets (hundreds of rows) the input itself is regularised in training: `input_dropout`
     zeroes each (standardised) input value with that probability, `input_noise` adds Gaussian noise of that
@@ -36,7 +35,7 @@ class FeatureMLP(nn.Module):
 
     def __init__(self, num_classes: int, input_dim: int, sequence: bool = False, hidden: int = 128,
                  num_layers: int = 2, dropout: float = 0.1, classifier_dropout: float = 0.1,
-                 input_dropout: float = 0.0, input_noise: float = 0.0, skip: bool = False) -> None:
+                 input_dropout: float = 0.0, input_noise: float = 0.0) -> None:
         super().__init__()
         if sequence:
             raise ValueError("model=features_mlp encodes per-example vectors [D], but this modality holds "
@@ -45,22 +44,19 @@ class FeatureMLP(nn.Module):
         require_range("model.hidden", hidden, 1)
         require_range("model.input_noise", input_noise, 0)
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
-        self.input_noise, self.skip = input_noise, bool(skip and num_layers)
+        self.input_noise = input_noise
         layers: list[nn.Module] = []
         for i in range(num_layers):
             layers += [nn.Linear(input_dim if i == 0 else hidden, hidden), nn.GELU(), nn.Dropout(dropout)]
         self.encoder = nn.Sequential(*layers)
         self.pooled = nn.Identity()  # hook point: its output is the embedding (predict export_embeddings)
-        width = (hidden if num_layers else input_dim) + (input_dim if self.skip else 0)
-        self.head = _head(width, num_classes, classifier_dropout)
+        self.head = _head(hidden if num_layers else input_dim, num_classes, classifier_dropout)
 
     def features(self, features: torch.Tensor) -> torch.Tensor:
-        """[B, D] -> [B, hidden] (with `skip`: [B, D + hidden], the input first)."""
+        """[B, D] -> [B, hidden]."""
         if self.training and self.input_noise:
             features = features + self.input_noise * torch.randn_like(features)
-        features = self.input_dropout(features)
-        encoded = self.encoder(features)
-        return self.pooled(torch.cat([features, encoded], dim=-1) if self.skip else encoded)
+        return self.pooled(self.encoder(self.input_dropout(features)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(features))
