@@ -3,6 +3,7 @@ function of (seed, epoch, rank, batch, slot), so resuming mid-epoch and the numb
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from emotionsumm.training import loaders
@@ -71,10 +72,11 @@ def test_epochs_follow_in_one_prefetching_stream_with_the_batches_of_fresh_itera
 
 def test_small_batches_leave_workers_by_value_and_arrive_as_the_same_tensors(monkeypatch):
     batch = {"x": torch.randn(4, 3), "mask": torch.tensor([True, False, True, True]), "ids": torch.arange(4),
-             "names": ["a", "b", "c", "d"]}
+             "names": ["a", "b", "c", "d"], "raw": np.zeros(2)}
     packed = ByValue.pack(batch)
-    assert isinstance(packed, ByValue) and not any(isinstance(v, torch.Tensor) for v in packed.arrays.values())
+    assert isinstance(packed, ByValue) and not any(isinstance(v, torch.Tensor) for v in packed.values.values())
     back = loaders.unpacked(packed)
+    assert isinstance(back["raw"], np.ndarray)  # what was not a tensor is given back as it was
     assert back["names"] == batch["names"] and all(
         torch.equal(back[k], batch[k]) and back[k].dtype == batch[k].dtype for k in ("x", "mask", "ids"))
     big = {"x": torch.zeros(loaders.BY_VALUE_BYTES // 4)}  # 1 MB and more: shared memory, as before

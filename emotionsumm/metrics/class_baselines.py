@@ -159,8 +159,8 @@ class LinearBaseline:
         return self.model.predict(self.featurize(self.data.baseline_views(split))).astype(np.int64)
 
     def details(self) -> dict[str, Any]:
-        fitted = len(self.y_train) if self.rows is not None else None
-        return {"C": self.c, "C_chosen_on": self.chosen_on, **({"fit_rows": fitted} if fitted else {})}
+        sampled = {"fit_rows": len(self.y_train)} if self.rows is not None else {}
+        return {"C": self.c, "C_chosen_on": self.chosen_on, **sampled}
 
 
 def sample_rows(labels: np.ndarray, limit: int) -> np.ndarray | None:
@@ -172,10 +172,10 @@ def sample_rows(labels: np.ndarray, limit: int) -> np.ndarray | None:
         return None
     rows = np.arange(len(labels))
     try:
-        picked, _ = train_test_split(rows, train_size=limit, random_state=0, stratify=labels)
+        chosen, _ = train_test_split(rows, train_size=limit, random_state=0, stratify=labels)
     except ValueError:  # a class with a single row
-        picked, _ = train_test_split(rows, train_size=limit, random_state=0)
-    return np.sort(picked)
+        chosen, _ = train_test_split(rows, train_size=limit, random_state=0)
+    return np.sort(chosen)
 
 
 def _holdout(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:

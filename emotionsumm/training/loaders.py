@@ -7,8 +7,9 @@ DataLoader iterator, so with `data.num_workers` > 0 the workers, alive across ep
 prefetch the next epoch's first batches while this one ends (a new iterator per epoch would make every
 epoch start by waiting for them). Workers seed every training example from (seed, epoch, rank, batch,
 slot), so augmentation does not depend on which worker drew it: a resumed run sees the same examples as
-an uninterrupted one. Evaluation batches of a dataset that knows its
-examples' lengths are formed longest first (little padding) and their results put back in file order.
+an uninterrupted one. Small batches leave the workers by value (`ByValue`). Evaluation batches of a dataset
+that knows its examples' lengths are formed longest first (little padding) and their results put back in
+file order.
 """
 
 from __future__ import annotations
@@ -61,25 +62,26 @@ class ByValue:
     takes one handshake per tensor in the main process (a few hundred microseconds each), more than copying
     a few hundred KB. `unpack()` (or `pin_memory()`, which the DataLoader calls on CUDA) gives the tensors back."""
 
-    def __init__(self, arrays: dict[str, Any]) -> None:
-        self.arrays = arrays
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.tensors = [k for k, v in batch.items() if isinstance(v, torch.Tensor)]  # other values stay as they are
+        self.values = {k: v.numpy() if k in self.tensors else v for k, v in batch.items()}
 
     @classmethod
     def pack(cls, batch: Any) -> Any:
         """`batch` as a ByValue when it is a small dict of numpy-compatible CPU tensors, else itself."""
-        if not isinstance(batch, dict) or not batch:
+        if not isinstance(batch, dict) or sum(v.nbytes for v in batch.values()
+                                              if isinstance(v, torch.Tensor)) >= BY_VALUE_BYTES:
             return batch
-        tensors = [v for v in batch.values() if isinstance(v, torch.Tensor)]
-        if sum(t.nbytes for t in tensors) >= BY_VALUE_BYTES or any(
-                t.dtype in (torch.bfloat16, torch.float8_e4m3fn) or t.device.type != "cpu" for t in tensors):
+        try:
+            return cls(batch)
+        except TypeError:  # a dtype numpy does not have (bfloat16, float8): as shared memory
             return batch
-        return cls({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
 
     def unpack(self) -> dict[str, Any]:
-        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in self.arrays.items()}
+        return {k: torch.from_numpy(v) if k in self.tensors else v for k, v in self.values.items()}
 
     def pin_memory(self) -> dict[str, Any]:
-        return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.unpack().items()}
+        return {k: v.pin_memory() if k in self.tensors else v for k, v in self.unpack().items()}
 
 
 def unpacked(batch: Any) -> Any:
