@@ -230,6 +230,7 @@ def test_every_range_key_is_a_key_of_a_shipped_config():
 
     composed = set()
     for overrides in [[], ["optimizer=sgd", "scheduler=step"], ["experiment=summarization"],
-                      ["experiment=emotion_fusion_meld_minilm"], ["experiment=emotion_features_demo"], ["data=image_demo", "model=image_cnn"]]:
+                      ["experiment=emotion_fusion_meld_minilm"], ["experiment=emotion_features_demo"],
+                      ["data=image_demo", "model=image_cnn"]]:
         composed |= set(keys(make_cfg(RUN, overrides)))
     assert [p for p in RANGES if not any(fnmatch.fnmatchcase(k, p) for k in composed)] == []

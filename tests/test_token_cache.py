@@ -241,6 +241,25 @@ def test_token_cache_writes_atomically_and_reads_memory_maps(tmp_path):
     assert TokenCache(None).get("text", "k", build)[1] == {"cut": 1} and built == [1, 1]  # no directory: no cache
 
 
+def test_tokenized_hashes_nothing_without_a_directory_and_caches_no_slow_tokenizer(tmp_path):
+    class Unhashable:  # a tokenizer whose identity must not be asked for
+        @property
+        def backend_tokenizer(self):
+            raise AssertionError("hashed without a cache directory")
+
+    built = []
+
+    def build():
+        built.append(1)
+        return {"ids": Ragged.from_lists([[1]])}, {}
+
+    assert TokenCache(None).tokenized("text", Unhashable(), {}, (["a"],), build)[0]["ids"][0] == [1]
+    slow = object()  # no backend_tokenizer: no identity, so nothing is cached
+    TokenCache(tmp_path).tokenized("text", slow, {}, (["a"],), build)
+    TokenCache(tmp_path).tokenized("text", slow, {}, (["a"],), build)
+    assert built == [1, 1, 1] and not list(tmp_path.iterdir())
+
+
 # ---- audio features ---------------------------------------------------------------------------------------
 def test_cached_audio_features_are_memory_mapped_with_the_same_values(tmp_path):
     from .test_audio import data, folder

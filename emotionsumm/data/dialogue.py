@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from ..config.core import require_choice, require_range
 from . import tokenizers as toks
 from .readers import ON_ERROR, check_file, log_skipped, read_rows, skip_or_raise, text_value
-from .token_cache import CHUNK, LazyList, Ragged, TokenCache, content_key, tokenizer_identity
+from .token_cache import CHUNK, LazyList, Ragged, TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +254,6 @@ class DialogueSummaryData:
         the dialogues, first references, tokenizer and maximum lengths); the truncation counts go to `stats`."""
         dialogues = [r.dialogue for r in rows]
         references = [r.references[0] for r in rows] if all(r.references for r in rows) else None
-        settings = {"tokenizer": tokenizer_identity(self.tokenizer), "max_source_length": self.max_source_length,
-                    "max_target_length": self.max_target_length}
-        key = content_key(settings, dialogues, references) if settings["tokenizer"] else None
 
         def tokenize() -> tuple[dict[str, Ragged], dict[str, Any]]:
             sources, cut_sources = self._truncated_ids(dialogues, self.max_source_length)
@@ -265,7 +262,9 @@ class DialogueSummaryData:
                 arrays["labels"], meta["target_truncated"] = self._truncated_ids(references, self.max_target_length)
             return arrays, meta
 
-        arrays, meta = (cache or TokenCache(None)).get("dialogue", key, tokenize)
+        settings = {"max_source_length": self.max_source_length, "max_target_length": self.max_target_length}
+        arrays, meta = (cache or TokenCache(None)).tokenized("dialogue", self.tokenizer, settings,
+                                                             (dialogues, references), tokenize)
         stats = self.stats.setdefault(split, {"rows": len(rows), "skipped": 0})
         stats.update(meta)
         if cut := meta["source_truncated"]:

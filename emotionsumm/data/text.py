@@ -14,7 +14,7 @@ from ..config.core import require_range
 from . import tokenizers as toks
 from .readers import column, read_lines, text_value
 from .table import BadRow, Examples, TableData, TableDataset, picked
-from .token_cache import CHUNK, LazyList, Ragged, TokenCache, content_key, tokenizer_identity
+from .token_cache import CHUNK, LazyList, Ragged, TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,9 @@ class TextClassificationData(TableData):
     def _encode(self, texts: list[str], pairs: list[str] | None, labels: list[int] | None,
                 names: list[str], cache: TokenCache | None = None) -> TextDataset:
         """The texts' ids, from `cache` when it holds them (keyed by the texts, tokenizer and max_length)."""
-        settings = {"tokenizer": tokenizer_identity(self.tokenizer), "max_length": self.max_length,
-                    "truncation": "longest_first", "pairs": pairs is not None}
-        key = content_key(settings, texts, pairs) if settings["tokenizer"] else None
-        arrays, _ = (cache or TokenCache(None)).get("text", key, lambda: (self._tokenize(texts, pairs), {}))
+        settings = {"max_length": self.max_length, "truncation": "longest_first", "pairs": pairs is not None}
+        arrays, _ = (cache or TokenCache(None)).tokenized("text", self.tokenizer, settings, (texts, pairs),
+                                                          lambda: (self._tokenize(texts, pairs), {}))
         return TextDataset(arrays["input_ids"], arrays.get("token_type_ids"), labels, texts, names, pairs)
 
     def _tokenize(self, texts: list[str], pairs: list[str] | None) -> dict[str, Ragged]:

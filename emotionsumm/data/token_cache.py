@@ -123,6 +123,17 @@ class TokenCache:
         self.directory = Path(directory).expanduser() if directory else None
         self.hits = self.misses = 0
 
+    def tokenized(self, kind: str, tokenizer: Any, settings: dict[str, Any], texts: Sequence[Sequence[str] | None],
+                  build: Callable[[], tuple[dict[str, Ragged], dict[str, Any]]]
+                  ) -> tuple[dict[str, Ragged], dict[str, Any]]:
+        """`get` keyed by the tokenizer's identity, the encoding `settings` and the `texts` (each list, or None).
+        Nothing is hashed without a directory; a tokenizer without an identity (a slow one) is not cached."""
+        if self.directory is None:
+            return build()
+        identity = tokenizer_identity(tokenizer)
+        key = content_key({"tokenizer": identity, **settings}, *texts) if identity else None
+        return self.get(kind, key, build)
+
     def get(self, kind: str, key: str | None, build: Callable[[], tuple[dict[str, Ragged], dict[str, Any]]]
             ) -> tuple[dict[str, Ragged], dict[str, Any]]:
         """(arrays, meta): memory-mapped from the cache, else `build()` (then written and mapped)."""
