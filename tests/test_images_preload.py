@@ -217,7 +217,7 @@ def test_statistics_follow_a_changed_training_image(tmp_path, opened):
 
 
 def test_a_file_is_known_by_its_resolved_path_through_symlinked_folders_and_files(tmp_path):
-    from emotionsumm.data.image_checks import file_ident
+    from emotionsumm.data.cache_keys import file_ident
 
     real = face_folders(tmp_path / "faces")
     (tmp_path / "link").symlink_to(real)

@@ -14,7 +14,6 @@ AudioPipeline from its `features` config takes both; each kind ignores the other
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from .audio_clips import (
     window_start,
 )
 from .audio_waveform import WAVEFORM_SETTINGS, WaveformPipeline
-from .cache_keys import settings_key
+from .cache_keys import file_ident, settings_key
 
 __all__ = ["AudioPipeline", "AudioReadError", "FeatureCache", "LOG_FLOOR", "Normalizer", "WaveformPipeline",
            "clip_statistics", "probe_audio", "read_audio"]
@@ -272,9 +271,7 @@ class FeatureCache:
         self.mapped = True  # False once the OS refused a mapping (vm.max_map_count): later files are read whole
 
     def _file(self, path: Path) -> Path:
-        stat = path.stat()
-        ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-        return self.directory / (hashlib.sha1(ident.encode()).hexdigest()[:24] + ".pt")
+        return self.directory / (settings_key(file_ident(path), 24) + ".pt")
 
     def _read(self, target: Path) -> torch.Tensor:
         """The stored tensor, memory-mapped while the OS allows more mappings."""

@@ -18,33 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from stat import S_ISLNK
 from typing import Any
 
-from .cache_keys import settings_key
+from .cache_keys import Ident, file_ident, settings_key
 
 log = logging.getLogger(__name__)
 
 CHECK_VERSION = 1  # bump when what a check refuses changes, so old verdicts are not reused
 MAX_STATS = 8  # training sets whose statistics one cache file keeps (folds, seeds)
 
-Ident = tuple[str, int, int]  # resolved path, size, mtime_ns
-
-
-def file_ident(path: Path, folders: dict[str, str] | None = None) -> Ident:
-    """What identifies a file's content cheaply: its resolved path, size and mtime_ns. One lstat for a plain
-    file whose folder was resolved before (`folders` memoises resolved folders); a symlink is followed."""
-    stat = os.lstat(path)
-    if S_ISLNK(stat.st_mode) or folders is None:
-        stat = os.stat(path)
-        return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
-    folder, name = os.path.split(os.path.abspath(path))
-    if folder not in folders:
-        folders[folder] = os.path.realpath(folder)
-    return os.path.join(folders[folder], name), stat.st_size, stat.st_mtime_ns
 
 
 class ImageCheckCache:
