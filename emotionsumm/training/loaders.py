@@ -204,7 +204,7 @@ class TrainLoader:
     def epoch(self, epoch: int, start_batch: int, seed: int) -> Iterator[dict]:
         """The batches of `epoch` from batch `start_batch` on (the same ones an uninterrupted run sees): the
         running stream's when it stands there (the previous epoch was read to its end), else a new one's."""
-        if self.stream is None or self.position != (epoch, start_batch):
+        if self.position != (epoch, start_batch):  # None before the first stream
             self.generator.manual_seed(seed * 100003 + epoch)
             self.epochs.first = (epoch, start_batch)
             self.stream, self.position = iter(self.loader), (epoch, start_batch)
