@@ -26,14 +26,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emotionsumm.data.features import ArrayFiles, split_reference  # noqa: E402
+from emotionsumm.data.features import ArrayFiles, FeatureModality, split_reference  # noqa: E402
 from emotionsumm.metrics.class_baselines import C_GRID, Featurizer, _fit  # noqa: E402
 
-# each recipe: (experiment, encoder config of every view, further overrides; ENC = each view's encoder)
+# each recipe: (experiment, encoder config of every view, further overrides; ENC = each view's encoder, VIEW =
+# each view's data.features entry)
 RECIPES = {
     # the README's "Your own features" command before the small-data recipe: 2-layer MLPs of 64, attention
     # fusion with modality dropout, 15 epochs at lr 3e-3
@@ -48,6 +50,8 @@ RECIPES = {
     # linear model, and the small one with 10x the weight decay
     "linear_noisy": ("emotion_features_small", "features_small", ["ENC.num_layers=0", "ENC.classifier_dropout=0.0"]),
     "small_wd": ("emotion_features_small", "features_small", ["optimizer.weight_decay=0.1"]),
+    # the small recipe on speaker-normalised views (each speaker's clips standardised by their own mean/std)
+    "small_speaker": ("emotion_features_small", "features_small", ["+VIEW.normalize=group"]),
 }
 
 
@@ -66,6 +70,18 @@ def views_of(rows: list[dict[str, str]], base: Path, views: list[str]) -> dict[s
             name, index = split_reference(row[view])
             vectors.append(np.asarray(arrays.get(base / name)[int(index)], dtype=np.float64))
         out[view] = np.stack(vectors)
+    return out
+
+
+def per_speaker(views: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, np.ndarray]:
+    """The views standardised per speaker, as `data.features.<view>.normalize=group` does (the data layer's code)."""
+    out = {}
+    for name, array in views.items():
+        modality = FeatureModality(name, normalize="group")
+        modality.dim = array.shape[1]
+        rows = [torch.from_numpy(v.astype(np.float32)) if np.isfinite(v).all() else None for v in array]
+        out[name] = np.stack([np.full(array.shape[1], np.nan) if v is None else v.numpy()
+                              for v in modality.group_statistics(rows, list(groups), "the manifest")])
     return out
 
 
@@ -109,7 +125,11 @@ def recipe_overrides(name: str, manifest: Path, views: list[str], test_groups: l
             f"data.modalities=[{','.join(views)}]", "logger=csv"]
     for view in views:
         base += [f"+data.features.{view}={{column: {view}}}", f"+model@model.encoders.{view}={encoder}"]
-    return base + [o.replace("ENC", f"model.encoders.{v}") for o in extra for v in (views if "ENC" in o else [0])]
+    per_view = {"ENC": "model.encoders.{}", "VIEW": "data.features.{}"}
+    for option in extra:
+        key = next((k for k in per_view if k in option), None)
+        base += [option.replace(key, per_view[key].format(v)) for v in views] if key else [option]
+    return base
 
 
 def run(overrides: list[str], work: Path) -> dict[str, float]:
@@ -128,7 +148,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=ROOT / ".cache/feature_sets/emodb/manifest.csv")
     parser.add_argument("--views", nargs="+", default=["logmel", "prosody"])
     parser.add_argument("--test-groups", nargs="+", default=["15", "16"])
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--test", action="store_true", help="train on every training speaker, score the test ones")
     parser.add_argument("--work-dir", type=Path)
@@ -142,12 +162,13 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="feature_recipes_"))
     folds = [[g] for g in sorted(set(groups[train]))] if not args.test else [args.test_groups]
     results: dict[str, dict[str, float]] = {}
-    accs, uars, cs = [], [], []
-    for held in folds:
-        fit = train[~np.isin(groups[train], held)] if not args.test else train
-        acc, rec, c = linear_baseline(views, y, groups, fit, np.flatnonzero(np.isin(groups, held)))
-        accs, uars, cs = accs + [acc], uars + [rec], cs + [c]
-    results["linear baseline"] = summary(accs, uars) | {"C": cs}
+    for name, inputs in (("linear baseline", views), ("linear, per speaker", per_speaker(views, groups))):
+        accs, uars, cs = [], [], []
+        for held in folds:
+            fit = train[~np.isin(groups[train], held)] if not args.test else train
+            acc, rec, c = linear_baseline(inputs, y, groups, fit, np.flatnonzero(np.isin(groups, held)))
+            accs, uars, cs = accs + [acc], uars + [rec], cs + [c]
+        results[name] = summary(accs, uars) | {"C": cs}
     for name in args.recipes:
         accs, uars = [], []
         for seed in args.seeds:
@@ -166,9 +187,9 @@ def main() -> None:
     where = "test speakers " + "+".join(args.test_groups) if args.test else \
         f"leave-one-speaker-out over {len(folds)} training speakers"
     print(f"\n{args.manifest.parent.name} ({', '.join(args.views)}), {where}, seeds {args.seeds}")
-    print(f"{'recipe':<18}{'acc':>14}{'UAR':>14}")
+    print(f"{'recipe':<20}{'acc':>14}{'UAR':>14}")
     for name, r in results.items():
-        print(f"{name:<18}{r['acc']:>8.3f} ±{r['acc_std']:.3f}{r['uar']:>8.3f} ±{r['uar_std']:.3f}")
+        print(f"{name:<20}{r['acc']:>8.3f} ±{r['acc_std']:.3f}{r['uar']:>8.3f} ±{r['uar_std']:.3f}")
     print(json.dumps({"set": args.manifest.parent.name, "views": args.views, "protocol": where,
                       "seeds": args.seeds, "results": results}))
 

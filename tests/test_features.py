@@ -306,3 +306,67 @@ def test_input_dropout_and_noise_act_in_training_only_and_off_change_nothing():
     assert not torch.equal(regularised(x), a)
     with pytest.raises(ValueError, match="model.input_noise"):
         FeatureMLP(num_classes=3, input_dim=8, input_noise=-0.1)
+
+
+def speaker_manifest(tmp_path: Path, name: str, speakers: dict[str, tuple[float, float]], rows: int = 4,
+                     group_column: str | None = "speaker") -> tuple[Path, dict[str, np.ndarray]]:
+    """`rows` face vectors [3] and voice sequences [T, 2] per speaker, each speaker's values at its own
+    offset and scale (as voices differ); returns the manifest and each speaker's face vectors."""
+    rng = np.random.default_rng(0)  # the same draws for the same speakers: only offset and scale differ
+    lines, faces = [], {}
+    for speaker, (offset, scale) in speakers.items():
+        faces[speaker] = (offset + scale * rng.normal(size=(rows, 3))).astype(np.float32)
+        np.save(tmp_path / f"{name}_{speaker}.npy", faces[speaker])
+        for i in range(rows):
+            np.save(tmp_path / f"{name}_{speaker}_{i}.npy", (offset + scale * rng.normal(size=(2 + i, 2))).astype(np.float32))
+            lines.append({"face_col": f"{name}_{speaker}.npy#{i}", "voice": f"{name}_{speaker}_{i}.npy",
+                          "label": ["neg", "pos"][i % 2], **({group_column: speaker} if group_column else {})})
+    return write_manifest(tmp_path / f"{name}.jsonl", lines), faces
+
+
+def grouped_data(tmp_path: Path, manifest: Path, normalize="group", **kwargs) -> MultimodalData:
+    features = {"face": {"column": "face_col", "normalize": normalize}, "voice": {"normalize": normalize}}
+    return feature_data(tmp_path, files={}, file=str(manifest), split="group", group_column="speaker",
+                        test_groups=["c"], features=features, **kwargs)
+
+
+def test_normalize_group_standardises_each_speaker_by_its_own_clips_in_every_split_and_in_predict(tmp_path):
+    speakers = {"a": (0.0, 1.0), "b": (10.0, 3.0), "c": (-5.0, 0.5)}
+    manifest, faces = speaker_manifest(tmp_path, "all", speakers)
+    data = grouped_data(tmp_path, manifest)
+    data.setup(None, splits=("train", "test"))
+    expected = {s: (v - v.mean(0)) / v.std(0) for s, v in faces.items()}
+    train = data.collate([data.dataset("train")[i] for i in range(8)])
+    # after each speaker's own standardisation the training split has mean 0 / std 1: the train step is identity
+    assert np.allclose(train["face_features"].numpy(), np.concatenate([expected["a"], expected["b"]]), atol=1e-4)
+    test = data.collate([data.dataset("test")[i] for i in range(4)])
+    assert np.allclose(test["face_features"].numpy(), expected["c"], atol=1e-4)  # the unseen speaker: its own
+    frames = test["voice_features"][test["voice_frame_mask"]]
+    assert torch.allclose(frames.mean(0), torch.zeros(2), atol=1e-5)  # every frame of the speaker counts once
+    assert torch.allclose(frames.std(0, unbiased=False), torch.ones(2), atol=1e-4)
+    # the linear baseline reads the same speaker-normalised values
+    assert np.allclose(data.baseline_views("test")["face"], expected["c"], atol=1e-4)
+    # a speaker's offset and scale do not reach the model: the same clips, moved and scaled, give the same batch
+    moved, _ = speaker_manifest(tmp_path, "moved", {"c": (100.0, 7.0)})
+    shifted = data.predict_dataset(str(moved))
+    before = speaker_manifest(tmp_path, "same", {"c": (0.0, 1.0)})[0]
+    reference = data.predict_dataset(str(before))
+    for key in ("face_features", "voice_features"):
+        assert torch.allclose(data.collate([shifted[i] for i in range(4)])[key],
+                              data.collate([reference[i] for i in range(4)])[key], atol=1e-4)
+
+
+def test_normalize_group_errors_name_the_key_and_the_fix(tmp_path):
+    manifest, _ = speaker_manifest(tmp_path, "all", {"a": (0.0, 1.0), "b": (1.0, 1.0), "c": (2.0, 1.0)})
+    with pytest.raises(ValueError, match=r"data.features.face.normalize='speaker': allowed are true .* group"):
+        grouped_data(tmp_path, manifest, normalize="speaker")
+    data = grouped_data(tmp_path, manifest)
+    data.setup(None, splits=("train", "test"))
+    lone, _ = speaker_manifest(tmp_path, "lone", {"d": (0.0, 1.0)}, rows=1)
+    with pytest.raises(ValueError, match=r"normalize=group: group\(s\) \['d'\] of predict have fewer than 2 usable"):
+        data.predict_dataset(str(lone))
+    no_group = feature_data(tmp_path, files={"train": str(manifest)},
+                            features={"face": {"column": "face_col", "normalize": "group"}}, modalities=["face"])
+    with pytest.raises(ValueError, match=r"normalize=group: 12 row\(s\) of train have no group; set "
+                                         r"data.group_column"):
+        no_group.setup(None, splits=("train",))

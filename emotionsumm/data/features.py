@@ -108,20 +108,31 @@ def _open_array(path: Path) -> Any:
                                "(pickles) are refused: save plain numeric arrays") from None
 
 
+NORMALIZE = (True, False, "group")  # data.features.<name>.normalize
+MIN_GROUP_ROWS = 2  # normalize=group: each group's own mean/std needs at least this many examples
+
+
 class FeatureModality:
     """One precomputed-feature modality named `name`, read from manifest column `column` (default: the name).
 
-    `normalize`: scale each dimension by the training split's mean/std. `state` is what `state_dict` gave
-    (the checkpoint): the dimension, vectors or sequences, and the normaliser.
+    `normalize`: scale each dimension by the training split's mean/std; `group` first standardises each
+    example by the mean/std of its own group (`data.group_column`, e.g. the speaker) over the split being read
+    (`group_statistics`: speaker normalisation, unlabelled, so an unseen speaker is normalised by its own
+    clips), then as `true`; `false` leaves the values as they are. `state` is what `state_dict` gave (the
+    checkpoint): the dimension, vectors or sequences, and the normaliser.
     """
 
-    def __init__(self, name: str, column: str | None = None, normalize: bool = True,
+    def __init__(self, name: str, column: str | None = None, normalize: bool | str = True,
                  state: Mapping[str, Any] | None = None) -> None:
         if not NAME_PATTERN.fullmatch(name):
             raise ValueError(f"data.features.{name}: a feature modality's name must be a letter followed by "
                              "letters, digits or '_' (it names the encoder and its learning-rate part)")
+        if normalize not in NORMALIZE:
+            raise ValueError(f"data.features.{name}.normalize={normalize!r}: allowed are true (the training "
+                             "split's mean/std), group (each group's own, then the training split's) and false")
         state = state or {}
-        self.name, self.column, self.normalize = name, column or name, bool(normalize)
+        self.name, self.column = name, column or name
+        self.normalize, self.by_group = normalize is not False, normalize == "group"
         self.dim: int | None = state.get("dim")
         self.sequence: bool | None = state.get("sequence")
         self.mean: torch.Tensor | None = state.get("mean")
@@ -201,6 +212,30 @@ class FeatureModality:
         return torch.from_numpy(np.array(values))
 
     # ---- statistics, transform, batch -----------------------------------------------------------
+    def group_statistics(self, examples: list[torch.Tensor | None], groups: list[str | None], split: str
+                         ) -> list[torch.Tensor | None]:
+        """normalize=group: every example standardised by the per-dimension mean/std of its group's examples
+        in this split (every frame of a sequence counts once; a constant dimension keeps std 1)."""
+        if missing := sum(g is None for g, x in zip(groups, examples) if x is not None):
+            raise ValueError(f"data.features.{self.name}.normalize=group: {missing} row(s) of {split} have no group; "
+                             "set data.group_column (e.g. speaker) or data.group_regex, and give every row one")
+        members: dict[str, list[int]] = {}
+        for i, (group, example) in enumerate(zip(groups, examples)):
+            if example is not None:
+                members.setdefault(str(group), []).append(i)
+        if lone := sorted(g for g, rows in members.items() if len(rows) < MIN_GROUP_ROWS):
+            raise ValueError(f"data.features.{self.name}.normalize=group: group(s) {lone[:5]} of {split} have "
+                             f"fewer than {MIN_GROUP_ROWS} usable rows, too few for their own mean/std; read "
+                             "more rows of each group together, or use normalize=true")
+        out = list(examples)
+        for rows in members.values():
+            values = torch.cat([examples[i].reshape(-1, self.dim) for i in rows]).double()
+            std = values.std(dim=0, unbiased=False)
+            mean, std = values.mean(dim=0), torch.where(std > 1e-6, std, torch.ones_like(std))
+            for i in rows:
+                out[i] = ((examples[i].double() - mean) / std).float()
+        return out
+
     def needs_fit(self) -> bool:
         return self.normalize and self.mean is None
 
@@ -261,7 +296,7 @@ class FeatureModality:
 
 
 def feature_modalities(config: Mapping[str, Any] | None, state: Mapping[str, Any] | None) -> dict[str, FeatureModality]:
-    """`data.features` (name -> {column, normalize} or null) as FeatureModality objects, restored from `state`."""
+    """`data.features` (name -> {column, normalize: true | group | false} or null) as FeatureModality objects, restored from `state`."""
     out = {}
     for name, options in dict(config or {}).items():
         options = dict(options or {})

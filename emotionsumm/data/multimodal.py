@@ -192,7 +192,8 @@ class MultimodalData(TableData):
 
     def apply(self, examples: Examples, split: str, fn: Any) -> None:
         """Load as TableData does, then leave out the rows left with no usable value of the active modalities
-        (their only values were non-finite features), like rows that have none of data.modalities."""
+        (their only values were non-finite features), like rows that have none of data.modalities, and
+        standardise the features of `normalize: group` modalities by their group's statistics."""
         super().apply(examples, split, fn)
         for features in self.features.values():
             features.files.clear()  # nothing open stays behind (datasets go to loader workers)
@@ -203,6 +204,15 @@ class MultimodalData(TableData):
             examples.rows = [examples.rows[i] for i in keep]
             examples.inputs = [examples.inputs[i] for i in keep]
             examples.ids = [examples.ids[i] for i in keep]
+        groups = [r.group for r in examples.rows]
+        for name, features in self.features.items():
+            if name in self.active and features.by_group:
+                normalised = features.group_statistics([i.get(name) for i in examples.inputs], groups, split)
+                for item, value in zip(examples.inputs, normalised):
+                    if value is not None:
+                        item[name] = value
+                log.info("split %s: %s standardised per group (%d group(s))", split, name,
+                         len({g for g, v in zip(groups, normalised) if v is not None}))
 
     def needs_fit(self) -> bool:
         active = self.active or []
