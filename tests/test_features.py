@@ -308,8 +308,7 @@ def test_input_dropout_and_noise_act_in_training_only_and_off_change_nothing():
         FeatureMLP(num_classes=3, input_dim=8, input_noise=-0.1)
 
 
-def speaker_manifest(tmp_path: Path, name: str, speakers: dict[str, tuple[float, float]], rows: int = 4,
-                     group_column: str | None = "speaker") -> tuple[Path, dict[str, np.ndarray]]:
+def speaker_manifest(tmp_path: Path, name: str, speakers: dict[str, tuple[float, float]], rows: int = 4) -> tuple[Path, dict[str, np.ndarray]]:
     """`rows` face vectors [3] and voice sequences [T, 2] per speaker, each speaker's values at its own
     offset and scale (as voices differ); returns the manifest and each speaker's face vectors."""
     rng = np.random.default_rng(0)  # the same draws for the same speakers: only offset and scale differ
@@ -318,9 +317,10 @@ def speaker_manifest(tmp_path: Path, name: str, speakers: dict[str, tuple[float,
         faces[speaker] = (offset + scale * rng.normal(size=(rows, 3))).astype(np.float32)
         np.save(tmp_path / f"{name}_{speaker}.npy", faces[speaker])
         for i in range(rows):
-            np.save(tmp_path / f"{name}_{speaker}_{i}.npy", (offset + scale * rng.normal(size=(2 + i, 2))).astype(np.float32))
+            frames = offset + scale * rng.normal(size=(2 + i, 2))
+            np.save(tmp_path / f"{name}_{speaker}_{i}.npy", frames.astype(np.float32))
             lines.append({"face_col": f"{name}_{speaker}.npy#{i}", "voice": f"{name}_{speaker}_{i}.npy",
-                          "label": ["neg", "pos"][i % 2], **({group_column: speaker} if group_column else {})})
+                          "label": ["neg", "pos"][i % 2], "speaker": speaker})
     return write_manifest(tmp_path / f"{name}.jsonl", lines), faces
 
 

@@ -296,7 +296,8 @@ class FeatureModality:
 
 
 def feature_modalities(config: Mapping[str, Any] | None, state: Mapping[str, Any] | None) -> dict[str, FeatureModality]:
-    """`data.features` (name -> {column, normalize: true | group | false} or null) as FeatureModality objects, restored from `state`."""
+    """`data.features` (name -> {column, normalize: true | group | false} or null) as FeatureModality objects,
+    restored from `state`."""
     out = {}
     for name, options in dict(config or {}).items():
         options = dict(options or {})
