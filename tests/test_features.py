@@ -308,7 +308,8 @@ def test_input_dropout_and_noise_act_in_training_only_and_off_change_nothing():
         FeatureMLP(num_classes=3, input_dim=8, input_noise=-0.1)
 
 
-def speaker_manifest(tmp_path: Path, name: str, speakers: dict[str, tuple[float, float]], rows: int = 4) -> tuple[Path, dict[str, np.ndarray]]:
+def speaker_manifest(tmp_path: Path, name: str, speakers: dict[str, tuple[float, float]],
+                     rows: int = 4) -> tuple[Path, dict[str, np.ndarray]]:
     """`rows` face vectors [3] and voice sequences [T, 2] per speaker, each speaker's values at its own
     offset and scale (as voices differ); returns the manifest and each speaker's face vectors."""
     rng = np.random.default_rng(0)  # the same draws for the same speakers: only offset and scale differ
