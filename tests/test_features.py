@@ -371,3 +371,24 @@ def test_normalize_group_errors_name_the_key_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"normalize=group: 12 row\(s\) of train have no group; set "
                                          r"data.group_column"):
         no_group.setup(None, splits=("train",))
+
+
+def test_the_documented_small_recipe_with_speaker_normalisation_trains_and_scores_its_baseline(tmp_path):
+    """docs/modalities.md "Few rows": emotion_features_small on a manifest split by speaker, normalize: group."""
+    from emotionsumm.train import train
+
+    manifest, _ = speaker_manifest(tmp_path, "all", {s: (float(i), 1.0 + i) for i, s in enumerate("abcd")}, rows=6)
+    run_dir = tmp_path / "run"
+    metrics = train(make_cfg(run_dir, [
+        "experiment=emotion_features_small", "data.demo=false", f"data.file={manifest}", "data.split=group",
+        "data.group_column=speaker", "data.val_groups=[c]", "data.test_groups=[d]",
+        "~data.features.visual_au", "~data.features.audio_lld", "~model.encoders.visual_au",
+        "~model.encoders.audio_lld", "+data.features.face={column: face_col, normalize: group}",
+        "data.modalities=[face]", "+model@model.encoders.face=features_small", "trainer.max_epochs=2",
+        "trainer.progress_bar=false", "baseline=linear"]))
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["baseline/linear/test/acc"] <= 1.0
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    face = state["data"]["features"]["face"]
+    # after each speaker's own standardisation the training split's statistics are the identity
+    assert torch.allclose(face["mean"], torch.zeros(3), atol=1e-5)
+    assert torch.allclose(face["std"], torch.ones(3), atol=1e-5)
