@@ -112,6 +112,14 @@ NORMALIZE = (True, False, "group")  # data.features.<name>.normalize
 MIN_GROUP_ROWS = 2  # normalize=group: each group's own mean/std needs at least this many examples
 
 
+def moments(examples: list[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std (float64) over every vector / frame of `examples`; a constant dimension gets
+    std 1."""
+    values = torch.cat([x.reshape(-1, dim) for x in examples]).double()
+    std = values.std(dim=0, unbiased=False)
+    return values.mean(dim=0), torch.where(std > 1e-6, std, torch.ones_like(std))
+
+
 class FeatureModality:
     """One precomputed-feature modality named `name`, read from manifest column `column` (default: the name).
 
@@ -229,9 +237,7 @@ class FeatureModality:
                              "more rows of each group together, or use normalize=true")
         out = list(examples)
         for rows in members.values():
-            values = torch.cat([examples[i].reshape(-1, self.dim) for i in rows]).double()
-            std = values.std(dim=0, unbiased=False)
-            mean, std = values.mean(dim=0), torch.where(std > 1e-6, std, torch.ones_like(std))
+            mean, std = moments([examples[i] for i in rows], self.dim)
             for i in rows:
                 out[i] = ((examples[i].double() - mean) / std).float()
         return out
@@ -246,9 +252,8 @@ class FeatureModality:
         if not examples:
             raise ValueError(f"data.features.{self.name}: no training example of column {self.column!r} is "
                              "usable (all missing or non-finite); fix the features or drop it from data.modalities")
-        values = torch.cat([x.reshape(-1, self.dim) for x in examples]).double()
-        std = values.std(dim=0, unbiased=False)
-        self.mean, self.std = values.mean(dim=0).float(), torch.where(std > 1e-6, std, torch.ones_like(std)).float()
+        mean, std = moments(examples, self.dim)
+        self.mean, self.std = mean.float(), std.float()
 
     def __call__(self, example: torch.Tensor) -> torch.Tensor:
         """The example normalised (unchanged with normalize=false)."""
