@@ -81,7 +81,7 @@ def per_speaker(views: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, n
         modality.dim = array.shape[1]
         rows = [torch.from_numpy(v.astype(np.float32)) if np.isfinite(v).all() else None for v in array]
         out[name] = np.stack([np.full(array.shape[1], np.nan) if v is None else v.numpy()
-                              for v in modality.group_statistics(rows, list(groups), "the manifest")])
+                              for v in modality.standardised_by_group(rows, list(groups), "the manifest")])
     return out
 
 

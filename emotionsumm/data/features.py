@@ -125,7 +125,7 @@ class FeatureModality:
 
     `normalize`: scale each dimension by the training split's mean/std; `group` first standardises each
     example by the mean/std of its own group (`data.group_column`, e.g. the speaker) over the split being read
-    (`group_statistics`: speaker normalisation, unlabelled, so an unseen speaker is normalised by its own
+    (`standardised_by_group`: speaker normalisation, unlabelled, so an unseen speaker is normalised by its own
     clips), then as `true`; `false` leaves the values as they are. `state` is what `state_dict` gave (the
     checkpoint): the dimension, vectors or sequences, and the normaliser.
     """
@@ -220,7 +220,7 @@ class FeatureModality:
         return torch.from_numpy(np.array(values))
 
     # ---- statistics, transform, batch -----------------------------------------------------------
-    def group_statistics(self, examples: list[torch.Tensor | None], groups: list[str | None], split: str
+    def standardised_by_group(self, examples: list[torch.Tensor | None], groups: list[str | None], split: str
                          ) -> list[torch.Tensor | None]:
         """normalize=group: every example standardised by the per-dimension mean/std of its group's examples
         in this split (every frame of a sequence counts once; a constant dimension keeps std 1)."""

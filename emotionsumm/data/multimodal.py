@@ -207,7 +207,7 @@ class MultimodalData(TableData):
         groups = [r.group for r in examples.rows]
         for name, features in self.features.items():
             if name in self.active and features.by_group:
-                normalised = features.group_statistics([i.get(name) for i in examples.inputs], groups, split)
+                normalised = features.standardised_by_group([i.get(name) for i in examples.inputs], groups, split)
                 for item, value in zip(examples.inputs, normalised):
                     if value is not None:
                         item[name] = value
