@@ -85,16 +85,22 @@ def per_speaker(views: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, n
     return out
 
 
+def group_folds(groups: set[str], folds: int | None) -> list[list[str]]:
+    """One fold per group, or `folds` folds of the sorted groups dealt round-robin."""
+    ordered = sorted(groups)
+    return [[g] for g in ordered] if folds is None else [ordered[i::folds] for i in range(folds)]
+
+
 def linear_baseline(views: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, train: np.ndarray,
-                    test: np.ndarray) -> tuple[float, float, float]:
-    """Accuracy and UAR on `test` of the logistic regression whose C an inner leave-one-group-out CV on `train`
-    chose, and that C."""
-    inner = sorted(set(groups[train]))
+                    test: np.ndarray, folds: int | None = None) -> tuple[float, float, float]:
+    """Accuracy and UAR on `test` of the logistic regression whose C an inner CV by group on `train` (leave one
+    group out, or `folds` folds of groups) chose, and that C."""
     scores = []
     for c in C_GRID:
         accs = []
-        for held in inner:
-            fit_rows, held_rows = train[groups[train] != held], train[groups[train] == held]
+        for held in group_folds(set(groups[train]), folds):
+            inside = np.isin(groups[train], held)
+            fit_rows, held_rows = train[~inside], train[inside]
             featurize = Featurizer().fit({k: v[fit_rows] for k, v in views.items()})
             model = _fit(featurize({k: v[fit_rows] for k, v in views.items()}), y[fit_rows], c)
             accs.append(float((model.predict(featurize({k: v[held_rows] for k, v in views.items()})) ==
@@ -118,9 +124,8 @@ def uar(pred: np.ndarray, truth: np.ndarray) -> float:
 def recipe_overrides(name: str, manifest: Path, views: list[str], test_groups: list[str]) -> list[str]:
     """The command line of a recipe: the set's views as features_mlp encoders, split by speaker."""
     experiment, encoder, extra = RECIPES[name]
-    groups = ",".join(f"'{g}'" for g in test_groups)
     base = [f"experiment={experiment}", "data.demo=false", f"data.file={manifest}", "data.split=group",
-            "data.group_column=speaker", f"data.test_groups=[{groups}]", "~data.features.visual_au",
+            "data.group_column=speaker", f"data.test_groups={quoted(test_groups)}", "~data.features.visual_au",
             "~data.features.audio_lld", "~model.encoders.visual_au", "~model.encoders.audio_lld",
             f"data.modalities=[{','.join(views)}]", "logger=csv"]
     for view in views:
@@ -130,6 +135,11 @@ def recipe_overrides(name: str, manifest: Path, views: list[str], test_groups: l
         key = next((k for k in per_view if k in option), None)
         base += [option.replace(key, per_view[key].format(v)) for v in views] if key else [option]
     return base
+
+
+def quoted(groups: list[str]) -> str:
+    """A Hydra list of group names kept as strings (speaker 09 stays '09')."""
+    return "[" + ",".join(f"'{g}'" for g in groups) + "]"
 
 
 def run(overrides: list[str], work: Path) -> dict[str, float]:
@@ -148,6 +158,8 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=ROOT / ".cache/feature_sets/emodb/manifest.csv")
     parser.add_argument("--views", nargs="+", default=["logmel", "prosody"])
     parser.add_argument("--test-groups", nargs="+", default=["15", "16"])
+    parser.add_argument("--test-every", type=int, help="instead of --test-groups: every N-th of the sorted groups")
+    parser.add_argument("--folds", type=int, help="CV by this many folds of groups (default: leave one group out)")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--test", action="store_true", help="train on every training speaker, score the test ones")
@@ -158,15 +170,17 @@ def main() -> None:
     classes = sorted({r["label"] for r in rows})
     y = np.array([classes.index(r["label"]) for r in rows])
     groups = np.array([r["speaker"] for r in rows])
+    if args.test_every:
+        args.test_groups = sorted(set(groups))[::args.test_every]
     train = np.flatnonzero(~np.isin(groups, args.test_groups))
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="feature_recipes_"))
-    folds = [[g] for g in sorted(set(groups[train]))] if not args.test else [args.test_groups]
+    folds = group_folds(set(groups[train]), args.folds) if not args.test else [args.test_groups]
     results: dict[str, dict[str, float]] = {}
     for name, inputs in (("linear baseline", views), ("linear, per speaker", per_speaker(views, groups))):
         accs, uars, cs = [], [], []
         for held in folds:
             fit = train[~np.isin(groups[train], held)] if not args.test else train
-            acc, rec, c = linear_baseline(inputs, y, groups, fit, np.flatnonzero(np.isin(groups, held)))
+            acc, rec, c = linear_baseline(inputs, y, groups, fit, np.flatnonzero(np.isin(groups, held)), args.folds)
             accs, uars, cs = accs + [acc], uars + [rec], cs + [c]
         results[name] = summary(accs, uars) | {"C": cs}
     for name in args.recipes:
@@ -174,8 +188,8 @@ def main() -> None:
         for seed in args.seeds:
             for i, held in enumerate(folds):
                 overrides = recipe_overrides(name, args.manifest, args.views, args.test_groups)
-                if not args.test:  # the held-out training speaker is the fold's validation split
-                    overrides += [f"data.val_groups=['{held[0]}']", "trainer.test_after_fit=false"]
+                if not args.test:  # the held-out training speakers are the fold's validation split
+                    overrides += [f"data.val_groups={quoted(held)}", "trainer.test_after_fit=false"]
                 else:
                     overrides += ["data.val_groups=[]", "trainer.save_top_k=0"]
                 metrics = run(overrides + [f"seed={seed}", "baseline=null"], work / f"{name}_s{seed}_f{i}")
@@ -184,8 +198,10 @@ def main() -> None:
                 uars.append(metrics[f"{split}/uar"])
         results[name] = summary(accs, uars)
         print(f"{name}: acc {results[name]['acc']:.3f} +- {results[name]['acc_std']:.3f}", flush=True)
-    where = "test speakers " + "+".join(args.test_groups) if args.test else \
-        f"leave-one-speaker-out over {len(folds)} training speakers"
+    trained_on = len(set(groups[train]))
+    where = f"test speakers {'+'.join(args.test_groups)}" if args.test else \
+        f"leave-one-speaker-out over {trained_on} training speakers" if args.folds is None else \
+        f"{args.folds}-fold CV by speaker over {trained_on} training speakers"
     print(f"\n{args.manifest.parent.name} ({', '.join(args.views)}), {where}, seeds {args.seeds}")
     print(f"{'recipe':<20}{'acc':>14}{'UAR':>14}")
     for name, r in results.items():

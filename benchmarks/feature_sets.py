@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/feature_sets.py                 # -> .cache/feature_sets/
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/feature_sets.py --sets emodb    # only EmoDB (seconds)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/feature_sets.py --sets ckplus   # only CK+ (seconds)
 
 `emodb` (428 clips, 8 speakers, 7 emotions): two per-clip views of each EmoDB clip, as a corpus that ships
 features rather than media would give them:
@@ -12,6 +13,12 @@ features rather than media would give them:
 `meld` (13,708 utterances; 7 emotions): `minilm` [384], the mean-pooled frozen all-MiniLM-L6-v2 embedding of each
 utterance (../shared/models); the group is the speaker for the six main characters (1,763-2,070 utterances
 each) and `other` for the ~300 others (2,293 in all), 7 groups rather than 300.
+`ckplus` (981 face crops of 123 subjects, 7 emotions; the last three frames of each CK+ sequence): two per-image
+views of each 48 x 48 crop, as a corpus of facial descriptors would give them:
+- `hog` [324]: histograms of oriented gradients, 9 unsigned orientations in each of 6 x 6 cells of 8 x 8
+  pixels, each cell's histogram L2-normalised;
+- `pixels` [144]: the crop at 12 x 12, each image standardised (mean 0, std 1).
+The group is the subject (`S<id>` of the file name); a subject shows one to a few emotions.
 Each set is one manifest (`<set>/manifest.csv`: label, speaker, one `<view>.npy#<row>` column per view) that
 `experiment=emotion_features_demo data.demo=false` reads with `data.split=group data.group_column=speaker`
 (commands in docs/results.md#small-feature-sets). The files are derived from research-licensed corpora: they
@@ -108,6 +115,34 @@ def build_meld(out: Path) -> Path:
     return write_set(out / "meld", {"minilm": np.concatenate(vectors)}, labels, speakers)
 
 
+def hog(image: torch.Tensor, cell: int = 8, bins: int = 9) -> torch.Tensor:
+    """[H, W] grey image in [0, 1] -> [(H / cell) * (W / cell) * bins] gradient-orientation histograms."""
+    padded = torch.nn.functional.pad(image[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    dx, dy = padded[1:-1, 2:] - padded[1:-1, :-2], padded[2:, 1:-1] - padded[:-2, 1:-1]
+    magnitude, angle = torch.hypot(dx, dy), torch.atan2(dy, dx) % torch.pi
+    index = (angle / torch.pi * bins).long().clamp(max=bins - 1)
+    cells = torch.zeros(image.shape[0] // cell, image.shape[1] // cell, bins)
+    rows, cols = torch.meshgrid(torch.arange(image.shape[0]) // cell, torch.arange(image.shape[1]) // cell,
+                                indexing="ij")
+    cells.index_put_((rows, cols, index), magnitude, accumulate=True)
+    return (cells / cells.norm(dim=-1, keepdim=True).clamp_min(1e-6)).flatten()
+
+
+def build_ckplus(out: Path) -> Path:
+    from PIL import Image
+
+    views: dict[str, list[np.ndarray]] = {"hog": [], "pixels": []}
+    labels, subjects = [], []
+    for path in sorted((SHARED / "data/emotion_image/ckplus48").glob("*/*.png")):
+        image = torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0)
+        views["hog"].append(hog(image).numpy())
+        small = torch.nn.functional.adaptive_avg_pool2d(image[None, None], 12).flatten()
+        views["pixels"].append(((small - small.mean()) / small.std().clamp_min(1e-6)).numpy())
+        labels.append(path.parent.name)
+        subjects.append(path.name.split("_")[0])
+    return write_set(out / "ckplus", {k: np.stack(v) for k, v in views.items()}, labels, subjects)
+
+
 def write_set(directory: Path, views: dict[str, np.ndarray], labels: list[str], speakers: list[str]) -> Path:
     """One `<view>.npy` per view and manifest.csv referencing its rows."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -125,10 +160,11 @@ def write_set(directory: Path, views: dict[str, np.ndarray], labels: list[str], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / ".cache/feature_sets")
-    parser.add_argument("--sets", nargs="*", default=["emodb", "meld"], choices=["emodb", "meld"])
+    builders = {"emodb": build_emodb, "meld": build_meld, "ckplus": build_ckplus}
+    parser.add_argument("--sets", nargs="*", default=list(builders), choices=list(builders))
     args = parser.parse_args()
     for name in args.sets:
-        {"emodb": build_emodb, "meld": build_meld}[name](args.out)
+        builders[name](args.out)
 
 
 if __name__ == "__main__":
