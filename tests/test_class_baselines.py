@@ -209,3 +209,13 @@ def test_multimodal_views_concatenate_the_modalities_and_mark_missing_ones(tmp_p
     assert test_views["image"].shape == (1, 256) and np.isnan(test_views["image"]).all()
     scores, _ = score_baseline("linear", data, ("test",))  # "happy" was said with joy; missing media count as mean
     assert scores["test"]["acc"] == 1.0
+
+
+def test_the_warning_names_next_steps_for_precomputed_features_only():
+    from types import SimpleNamespace
+
+    from emotionsumm.metrics.class_baselines import next_steps
+
+    assert "normalize=group" in next_steps(SimpleNamespace(active=["face"], features={"face": object()}))
+    assert next_steps(SimpleNamespace(active=["text"], features={"face": object()})) == ""
+    assert next_steps(SimpleNamespace(active=["text"])) == ""  # text data has no feature modalities

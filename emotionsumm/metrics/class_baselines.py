@@ -216,6 +216,15 @@ def score_baseline(name: str, data: Any, splits: Sequence[str]) -> tuple[dict[st
     return out, details
 
 
+def next_steps(data: Any) -> str:
+    """What to try when the model trails the linear baseline, for runs on precomputed features (measured in
+    docs/results.md#small-feature-sets); empty otherwise."""
+    if not any(name in (getattr(data, "active", None) or []) for name in getattr(data, "features", {})):
+        return ""
+    return ("; on a small feature set try experiment=emotion_features_small and, when every speaker shows several "
+            "emotions, data.features.<name>.normalize=group with data.group_column (docs/modalities.md)")
+
+
 def run_baselines(names: Sequence[str], data: Any) -> Callable[[dict[str, Any]], dict[str, float]] | None:
     """What a training run adds to its final metrics: `baseline/<name>/<split>/<acc|macro_f1|uar>` for val and
     test, with a warning when the model's test accuracy does not beat the linear baseline's; None when there is
@@ -245,7 +254,8 @@ def run_baselines(names: Sequence[str], data: Any) -> Callable[[dict[str, Any]],
         ours, theirs = metrics.get(f"{split}/acc"), out.get(f"baseline/linear/{split}/acc")
         if ours is not None and theirs is not None and ours <= theirs:
             log.warning("the model does not beat the linear baseline: %s/acc %.4f, a logistic regression on fixed "
-                        "features %.4f (baseline/linear/%s/acc in metrics.json)", split, ours, theirs, split)
+                        "features %.4f (baseline/linear/%s/acc in metrics.json)%s", split, ours, theirs, split,
+                        next_steps(data))
         return out
 
     return final
