@@ -216,6 +216,11 @@ def test_the_warning_names_next_steps_for_precomputed_features_only():
 
     from emotionsumm.metrics.class_baselines import next_steps
 
-    assert "normalize=group" in next_steps(SimpleNamespace(active=["face"], features={"face": object()}))
-    assert next_steps(SimpleNamespace(active=["text"], features={"face": object()})) == ""
+    global_only, grouped = SimpleNamespace(by_group=False), SimpleNamespace(by_group=True)
+    assert "normalize=group" in next_steps(SimpleNamespace(active=["face", "voice"],
+                                                           features={"face": grouped, "voice": global_only}))
+    # what the run already does is not suggested again
+    assert "a linear model on the same features" in next_steps(SimpleNamespace(active=["face"],
+                                                                                 features={"face": grouped}))
+    assert next_steps(SimpleNamespace(active=["text"], features={"face": global_only})) == ""
     assert next_steps(SimpleNamespace(active=["text"])) == ""  # text data has no feature modalities

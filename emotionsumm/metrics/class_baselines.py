@@ -219,8 +219,13 @@ def score_baseline(name: str, data: Any, splits: Sequence[str]) -> tuple[dict[st
 def next_steps(data: Any) -> str:
     """What to try when the model trails the linear baseline, for runs on precomputed features (measured in
     docs/results.md#small-feature-sets); empty otherwise."""
-    if not any(name in (getattr(data, "active", None) or []) for name in getattr(data, "features", {})):
+    active = getattr(data, "active", None) or []
+    features = [f for name, f in getattr(data, "features", {}).items() if name in active]
+    if not features:
         return ""
+    if all(f.by_group for f in features):
+        return ("; on a few hundred rows a linear model on the same features is often as good "
+                "(docs/results.md#small-feature-sets)")
     return ("; on a small feature set try experiment=emotion_features_small and, when every speaker shows several "
             "emotions, data.features.<name>.normalize=group with data.group_column (docs/modalities.md)")
 
