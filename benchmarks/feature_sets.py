@@ -13,7 +13,7 @@ features rather than media would give them:
 `meld` (13,708 utterances; 7 emotions): `minilm` [384], the mean-pooled frozen all-MiniLM-L6-v2 embedding of each
 utterance (../shared/models); the group is the speaker for the six main characters (1,763-2,070 utterances
 each) and `other` for the ~300 others (2,293 in all), 7 groups rather than 300.
-`ckplus` (981 face crops of 123 subjects, 7 emotions; the last three frames of each CK+ sequence): two per-image
+`ckplus` (981 face crops of 118 subjects, 7 emotions; the last three frames of each CK+ sequence): two per-image
 views of each 48 x 48 crop, as a corpus of facial descriptors would give them:
 - `hog` [324]: histograms of oriented gradients, 9 unsigned orientations in each of 6 x 6 cells of 8 x 8
   pixels, each cell's histogram L2-normalised;
