@@ -220,8 +220,8 @@ class FeatureModality:
         return torch.from_numpy(np.array(values))
 
     # ---- statistics, transform, batch -----------------------------------------------------------
-    def standardised_by_group(self, examples: list[torch.Tensor | None], groups: list[str | None], split: str
-                         ) -> list[torch.Tensor | None]:
+    def standardised_by_group(self, examples: list[torch.Tensor | None], groups: list[str | None],
+                              split: str) -> list[torch.Tensor | None]:
         """normalize=group: every example standardised by the per-dimension mean/std of its group's examples
         in this split (every frame of a sequence counts once; a constant dimension keeps std 1)."""
         if missing := sum(g is None for g, x in zip(groups, examples) if x is not None):
@@ -240,6 +240,7 @@ class FeatureModality:
             mean, std = moments([examples[i] for i in rows], self.dim)
             for i in rows:
                 out[i] = ((examples[i].double() - mean) / std).float()
+        log.info("split %s: %s standardised per group (%d group(s))", split, self.name, len(members))
         return out
 
     def needs_fit(self) -> bool:

@@ -211,8 +211,6 @@ class MultimodalData(TableData):
                 for item, value in zip(examples.inputs, normalised):
                     if value is not None:
                         item[name] = value
-                log.info("split %s: %s standardised per group (%d group(s))", split, name,
-                         len({g for g, v in zip(groups, normalised) if v is not None}))
 
     def needs_fit(self) -> bool:
         active = self.active or []
