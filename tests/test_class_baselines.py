@@ -220,7 +220,6 @@ def test_the_warning_names_next_steps_for_precomputed_features_only():
     assert "normalize=group" in next_steps(SimpleNamespace(active=["face", "voice"],
                                                            features={"face": grouped, "voice": global_only}))
     # what the run already does is not suggested again
-    assert "a linear model on the same features" in next_steps(SimpleNamespace(active=["face"],
-                                                                                 features={"face": grouped}))
+    assert "normalize=true may do better" in next_steps(SimpleNamespace(active=["face"], features={"face": grouped}))
     assert next_steps(SimpleNamespace(active=["text"], features={"face": global_only})) == ""
     assert next_steps(SimpleNamespace(active=["text"])) == ""  # text data has no feature modalities

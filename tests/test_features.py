@@ -345,8 +345,11 @@ def test_normalize_group_standardises_each_speaker_by_its_own_clips_in_every_spl
     frames = test["voice_features"][test["voice_frame_mask"]]
     assert torch.allclose(frames.mean(0), torch.zeros(2), atol=1e-5)  # every frame of the speaker counts once
     assert torch.allclose(frames.std(0, unbiased=False), torch.ones(2), atol=1e-4)
-    # the linear baseline reads the same speaker-normalised values
-    assert np.allclose(data.baseline_views("test")["face"], expected["c"], atol=1e-4)
+    # the linear baseline keeps its fixed representation: the vectors as read, frames averaged
+    assert np.allclose(data.baseline_views("test")["face"], faces["c"], atol=1e-5)
+    assert np.allclose(data.baseline_views("train", [5])["face"], faces["b"][1:2], atol=1e-5)
+    voice = data.baseline_views("test")["voice"]
+    assert voice.shape == (4, 2) and not np.allclose(voice.mean(0), 0.0, atol=0.5)  # the speaker's offset -5
     # a speaker's offset and scale do not reach the model: the same clips, moved and scaled, give the same batch
     moved, _ = speaker_manifest(tmp_path, "moved", {"c": (100.0, 7.0)})
     shifted = data.predict_dataset(str(moved))

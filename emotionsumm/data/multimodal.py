@@ -41,6 +41,7 @@ MODALITIES = ("text", "audio", "image")
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 DEMO_SETS = ("multimodal", "features")  # data.demo_set: what data.demo=true generates
 # a media modality's inputs in a batch: `<modality>_<key>` (the fusion model's INPUTS maps them to encoder arguments)
+AS_READ = "{}:as_read"  # normalize=group: an example's pooled vector before its group's standardisation
 MEDIA_KEYS = {"text": ("input_ids", "attention_mask"), "audio": ("features",), "image": ("pixels",)}
 
 
@@ -209,8 +210,8 @@ class MultimodalData(TableData):
             if name in self.active and features.by_group:
                 normalised = features.standardised_by_group([i.get(name) for i in examples.inputs], groups, split)
                 for item, value in zip(examples.inputs, normalised):
-                    if value is not None:
-                        item[name] = value
+                    if value is not None:  # the baseline keeps its fixed representation: the vector as read
+                        item[AS_READ.format(name)], item[name] = features.pooled(item[name]), value
 
     def needs_fit(self) -> bool:
         active = self.active or []
@@ -264,7 +265,8 @@ class MultimodalData(TableData):
     def baseline_views(self, split: str, rows: Sequence[int] | None = None
                        ) -> dict[str, Sequence[str | None] | np.ndarray]:
         """Per active modality: the texts, the clips' log-mel statistics, the images at 16 x 16 pixels and the
-        feature vectors (sequences averaged), each NaN where a row lacks it (a missing text: None)."""
+        feature vectors (sequences averaged), each NaN where a row lacks it (a missing text: None). A fixed
+        representation whatever the model reads: `normalize: group` features as read, before their group's."""
         dataset = self.datasets[split]
         views: dict[str, Any] = {"text": picked(dataset.texts, rows)} if "text" in self.active else {}
         numeric = {"audio": lambda x: clip_statistics(self.audio, x), "image": thumbnail,
@@ -272,10 +274,13 @@ class MultimodalData(TableData):
         inputs = picked(dataset.inputs, rows)
         for name, represent in numeric.items():
             if name in self.active:
-                vectors = [represent(item[name]) if item.get(name) is not None else None for item in inputs]
+                key = name
+                if name in self.features and self.features[name].by_group:  # pooled as read, before its group's
+                    key, represent = AS_READ.format(name), lambda vector: vector  # standardisation (apply)
+                vectors = [represent(item[key]) if item.get(key) is not None else None for item in inputs]
                 some = next((v for v in vectors if v is not None), None)
                 if some is None:  # no row of this split has it; a training row does (else it is not active)
-                    some = represent(next(i[name] for i in self.datasets["train"].inputs if i.get(name) is not None))
+                    some = represent(next(i[key] for i in self.datasets["train"].inputs if i.get(key) is not None))
                 views[name] = np.stack([np.full(len(some), np.nan, dtype=np.float32) if v is None else v.numpy()
                                         for v in vectors])
         return views

@@ -3,9 +3,10 @@ class) and `linear` (an L2 logistic regression on a cheap fixed representation o
 
 The representation comes from the data object (`interfaces.BaselineData.baseline_views`): per modality a
 list of texts (TF-IDF of words and word pairs, fitted on the training split) or a float array [N, D]
-(standardised with the training split's mean/std; NaN, a missing modality, becomes the mean). Fusion data
-gives several views; they are concatenated. The L2 strength `C` is chosen from `C_GRID` by accuracy on the
-validation split (ties: the stronger regularisation), or, without one, on a stratified 20 % of the
+(standardised with the training split's mean/std; NaN, a missing modality, becomes the mean), the same whatever
+the model reads (`normalize: group` features as read: the baseline shows what speaker normalisation adds).
+Fusion data gives several views; they are concatenated. The L2 strength `C` is chosen from `C_GRID` by accuracy
+on the validation split (ties: the stronger regularisation), or, without one, on a stratified 20 % of the
 training split, refitted on the whole training split afterwards. Beyond MAX_FIT_ROWS training rows it fits on a
 seeded stratified sample of that many (the cost of a baseline, e.g. reading images again without preload, then
 stays bounded as the corpus grows); val and test are always scored whole.
@@ -224,8 +225,8 @@ def next_steps(data: Any) -> str:
     if not features:
         return ""
     if all(f.by_group for f in features):
-        return ("; on a few hundred rows a linear model on the same features is often as good "
-                "(docs/results.md#small-feature-sets)")
+        return ("; the baseline reads the features without speaker normalisation: when speakers show few emotions "
+                "each, normalize=true may do better (docs/results.md#small-feature-sets)")
     return ("; on a small feature set try experiment=emotion_features_small and, when every speaker shows several "
             "emotions, data.features.<name>.normalize=group with data.group_column (docs/modalities.md)")
 
