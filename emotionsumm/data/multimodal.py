@@ -275,8 +275,9 @@ class MultimodalData(TableData):
         for name, represent in numeric.items():
             if name in self.active:
                 key = name
-                if name in self.features and self.features[name].by_group:  # pooled as read, before its group's
-                    key, represent = AS_READ.format(name), lambda vector: vector  # standardisation (apply)
+                if name in self.features and self.features[name].by_group:
+                    # `apply` kept the vector as read (already pooled) before standardising it by its group
+                    key, represent = AS_READ.format(name), lambda vector: vector
                 vectors = [represent(item[key]) if item.get(key) is not None else None for item in inputs]
                 some = next((v for v in vectors if v is not None), None)
                 if some is None:  # no row of this split has it; a training row does (else it is not active)
